@@ -468,15 +468,15 @@ impl fmt::Display for BootWarning {
                 write!(f, "the module list is unreadable at {addr:#x}; modules from {index} on are ignored")
             }
             BootWarning::ModuleEndBeforeStart { index, start, end } => {
-                write!(f, "module {index} ends ({end:#x}) before it starts ({start:#x}); treated as empty")
+                write!(f, "module {index} ends ({end:#x}) before it starts ({start:#x}); treated as empty; ignored")
             }
             BootWarning::ModuleSizeOverflow { index, start, size } => write!(
                 f,
                 "module {index} at {start:#x} with size {size:#x} passes the end of the \
-                 address space; treated as empty"
+                 address space; treated as empty; ignored"
             ),
             BootWarning::ModuleEmpty { index, start } => {
-                write!(f, "module {index} at {start:#x} is empty")
+                write!(f, "module {index} at {start:#x} is empty; ignored")
             }
             BootWarning::MemoryMapTruncated { kept } => {
                 write!(f, "the memory map has more entries than keel keeps; only the first {kept} are used")
