@@ -42,6 +42,8 @@ pub struct MemorySummary {
     pub trampoline_page: Option<u64>,
     /// Physical address of keel's page-table root.
     pub root: u64,
+    /// Bit i: boot module i lies in RAM and is not empty (the domain builder's input).
+    pub usable_modules: u64,
 }
 
 static SUMMARY: Once<MemorySummary> = Once::new();
@@ -94,9 +96,18 @@ pub fn init(boot: &BootInfo) -> &'static MemorySummary {
         *r = RawRegion { base: e.base, len: e.len, kind: RegionKind::from_e820(e.kind) };
     }
     let mut map = MEMORY_MAP.lock();
+    // A hostile map can hold hundreds of problems; report the first few of them.
+    const MAX_REPORTED: usize = 32;
+    let mut issues = 0usize;
     keel_mm::sanitize(&raw[..entries.len()], features.phys_addr_bits, &mut map, &mut |issue: MapIssue| {
-        log::warn!("mm: memory map: {issue}")
+        issues += 1;
+        if issues <= MAX_REPORTED {
+            log::warn!("mm: memory map: {issue}");
+        }
     });
+    if issues > MAX_REPORTED {
+        log::warn!("mm: memory map: {} more problems not shown", issues - MAX_REPORTED);
+    }
     for r in map.regions() {
         log::debug!("mm:   {:#014x}-{:#014x} {}", r.start.as_u64(), r.end.as_u64(), describe(r.kind));
     }
@@ -121,8 +132,21 @@ pub fn init(boot: &BootInfo) -> &'static MemorySummary {
     };
     reserve(0, LOW_MEMORY_END, "low memory");
     reserve(img.phys_start, img.phys_end, "keel's image");
-    for m in boot.modules() {
+    let mut usable_modules = 0u64;
+    for (i, m) in boot.modules().iter().enumerate() {
         reserve(m.start, m.end, "a boot module");
+        let in_ram = map.regions_of(RegionKind::Ram).any(|r| r.start.as_u64() <= m.start && m.end <= r.end.as_u64());
+        // (Empty modules were already reported when the boot information was read.)
+        if m.end <= m.start {
+        } else if !in_ram {
+            log::warn!(
+                "boot: module {i} at {:#x}-{:#x} is not in RAM (missing or misreported); ignored",
+                m.start,
+                m.end
+            );
+        } else if i < 64 {
+            usable_modules |= 1 << i;
+        }
     }
     let ram_end = map.max_ram_end().as_u64().min(DIRECTMAP_SIZE);
     // The direct map covers all RAM and at least the first 4 GiB (ACPI tables, MMIO below 4G).
@@ -180,6 +204,7 @@ pub fn init(boot: &BootInfo) -> &'static MemorySummary {
         directmap_end,
         trampoline_page,
         root,
+        usable_modules,
     })
 }
 
