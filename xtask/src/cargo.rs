@@ -52,9 +52,19 @@ fn cargo_program() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
-/// The arguments of the keel build.
+/// The freestanding binaries (built for [`KEEL_TARGET`] and copied to `build/`): keel and
+/// the test kernels.
+pub const FREESTANDING_BINS: &[&str] = &["keel", "badloader"];
+/// Workspace packages that only build for [`KEEL_TARGET`] (excluded from host tests).
+pub const FREESTANDING_PACKAGES: &[&str] = &["keel", "pvh-rt", "badloader"];
+
+/// The arguments of the build of keel and the test kernels.
 pub fn keel_build_args(profile: Profile, target_dir: &Path) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec!["build".into(), "-p".into(), "keel".into()];
+    let mut args: Vec<OsString> = vec!["build".into()];
+    for bin in FREESTANDING_BINS {
+        args.push("-p".into());
+        args.push((*bin).into());
+    }
     if profile == Profile::Release {
         args.push("--release".into());
     }
@@ -65,9 +75,9 @@ pub fn keel_build_args(profile: Profile, target_dir: &Path) -> Vec<OsString> {
     args
 }
 
-/// Where cargo leaves the keel ELF for `profile`.
-pub fn keel_artifact(target_dir: &Path, profile: Profile) -> PathBuf {
-    target_dir.join(KEEL_TARGET).join(profile.dir_name()).join("keel")
+/// Where cargo leaves the ELF of `bin` for `profile`.
+pub fn artifact(target_dir: &Path, profile: Profile, bin: &str) -> PathBuf {
+    target_dir.join(KEEL_TARGET).join(profile.dir_name()).join(bin)
 }
 
 /// Whether a failed build's stderr says the Rust target is not installed.
@@ -126,19 +136,29 @@ pub fn build_keel(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
         bail!("building keel failed");
     }
 
-    let artifact = keel_artifact(&target_dir, profile);
-    let image = ws.keel_image();
     fs::create_dir_all(ws.build_dir()).with_context(|| format!("cannot create {}", ws.build_dir().display()))?;
-    fs::copy(&artifact, &image)
-        .with_context(|| format!("cannot copy {} to {}", artifact.display(), image.display()))?;
-    Ok(image)
+    for bin in FREESTANDING_BINS {
+        let from = artifact(&target_dir, profile, bin);
+        let to = ws.build_dir().join(bin);
+        fs::copy(&from, &to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
+    Ok(ws.keel_image())
 }
 
-/// Runs `cargo test --workspace --exclude keel` with inherited output; returns success.
+/// The arguments of the host unit tests: every package but the freestanding ones.
+pub fn host_test_args() -> Vec<&'static str> {
+    let mut args = vec!["test", "--workspace"];
+    for p in FREESTANDING_PACKAGES {
+        args.extend(["--exclude", p]);
+    }
+    args
+}
+
+/// Runs the host unit tests with inherited output; returns success.
 pub fn host_tests(ws: &Workspace) -> Result<bool> {
     let status = Command::new(cargo_program())
         .current_dir(&ws.root)
-        .args(["test", "--workspace", "--exclude", "keel"])
+        .args(host_test_args())
         .status()
         .context("cannot run cargo test")?;
     Ok(status.success())
@@ -153,7 +173,18 @@ mod tests {
         let args = keel_build_args(Profile::Release, Path::new("/ws/target"));
         assert_eq!(
             args,
-            ["build", "-p", "keel", "--release", "--target", "x86_64-unknown-none", "--target-dir", "/ws/target"]
+            [
+                "build",
+                "-p",
+                "keel",
+                "-p",
+                "badloader",
+                "--release",
+                "--target",
+                "x86_64-unknown-none",
+                "--target-dir",
+                "/ws/target"
+            ]
         );
     }
 
@@ -167,10 +198,22 @@ mod tests {
     #[test]
     fn artifact_path_follows_profile() {
         let t = Path::new("/ws/target");
-        assert_eq!(keel_artifact(t, Profile::Release), Path::new("/ws/target/x86_64-unknown-none/release/keel"));
-        assert_eq!(keel_artifact(t, Profile::Debug), Path::new("/ws/target/x86_64-unknown-none/debug/keel"));
+        assert_eq!(artifact(t, Profile::Release, "keel"), Path::new("/ws/target/x86_64-unknown-none/release/keel"));
+        assert_eq!(
+            artifact(t, Profile::Debug, "badloader"),
+            Path::new("/ws/target/x86_64-unknown-none/debug/badloader")
+        );
         assert_eq!(Profile::from_debug_flag(true), Profile::Debug);
         assert_eq!(Profile::from_debug_flag(false), Profile::Release);
+    }
+
+    #[test]
+    fn host_tests_exclude_every_freestanding_package() {
+        let args = host_test_args();
+        for p in FREESTANDING_PACKAGES {
+            assert!(args.windows(2).any(|w| w == ["--exclude", *p]), "{p} not excluded");
+        }
+        assert!(FREESTANDING_BINS.iter().all(|b| FREESTANDING_PACKAGES.contains(b)));
     }
 
     #[test]

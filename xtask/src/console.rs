@@ -13,6 +13,8 @@ use std::fmt;
 pub const PREFIX: &str = "(keel) ";
 /// The ready line's marker.
 pub const READY: &str = "keel: ready: ";
+/// The test boot loader's prediction of keel's usable RAM.
+pub const LOADER_EXPECTS: &str = "badloader: expect ";
 
 /// How keel says it was booted.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -128,6 +130,18 @@ pub enum Event {
     HaltedNoreboot,
     /// `(keel) powering off`.
     PoweringOff,
+    /// `(keel) warning: mm: memory map: <problem>`: a problem keel found in the map.
+    MapProblem(String),
+    /// `(keel) warning: boot: module <i> ... ignored`.
+    ModuleIgnored {
+        /// The module's index.
+        index: u64,
+    },
+    /// `badloader: expect <K> KiB usable RAM` (the test boot loader's prediction).
+    LoaderExpectsUsable {
+        /// Usable RAM in KiB.
+        kib: u64,
+    },
 }
 
 /// A line in a known form whose fields did not parse.
@@ -223,6 +237,10 @@ pub fn parse_line(text: &str) -> Option<Result<Event, &'static str>> {
     if let Some(i) = text.find(READY) {
         return check(parse_ready(&text[i + READY.len()..]), "keel: ready: <N> cpus, <M> MiB free");
     }
+    if let Some(rest) = text.trim_end().strip_prefix(LOADER_EXPECTS) {
+        let kib = rest.strip_suffix(" KiB usable RAM").and_then(number);
+        return check(kib.map(|kib| Event::LoaderExpectsUsable { kib }), "badloader: expect <K> KiB usable RAM");
+    }
     let body = &text[text.find(PREFIX)? + PREFIX.len()..];
     let line = body.trim_end();
 
@@ -257,6 +275,16 @@ pub fn parse_line(text: &str) -> Option<Result<Event, &'static str>> {
             rest.strip_suffix("' ignored").map(|o| Event::UnknownOption(o.to_string())),
             "warning: cmdline: unknown option '<text>' ignored",
         );
+    }
+    if let Some(rest) = line.strip_prefix("warning: mm: memory map: ") {
+        return Some(Ok(Event::MapProblem(rest.to_string())));
+    }
+    if let Some(rest) = line.strip_prefix("warning: boot: module ") {
+        if !rest.ends_with("ignored") {
+            return None;
+        }
+        let index = rest.split_once(' ').and_then(|(i, _)| number(i));
+        return check(index.map(|index| Event::ModuleIgnored { index }), "warning: boot: module <i> ... ignored");
     }
     if let Some(rest) = line.strip_prefix("FATAL: ") {
         return Some(Ok(parse_fatal(rest)));
@@ -352,6 +380,27 @@ mod tests {
         assert_eq!(ok("(keel) keel: ready: 2 cpus, 5 MiB free"), Event::Ready { cpus: 2, free_mib: 5 });
         assert!(malformed("keel: ready: many cpus, 5 MiB free"));
         assert!(malformed("keel: ready: 2 cpus"));
+    }
+
+    #[test]
+    fn hostile_boot_lines() {
+        assert_eq!(ok("badloader: expect 1047036 KiB usable RAM"), Event::LoaderExpectsUsable { kib: 1047036 });
+        assert!(malformed("badloader: expect lots of KiB usable RAM"));
+        assert_eq!(
+            ok("(keel) warning: mm: memory map: memory map entry 13 has zero length; ignored it"),
+            Event::MapProblem("memory map entry 13 has zero length; ignored it".into())
+        );
+        assert_eq!(
+            ok("(keel) warning: boot: module 0 at 0xfd00000000-0xfd00001000 is not in RAM (missing); ignored"),
+            Event::ModuleIgnored { index: 0 }
+        );
+        assert_eq!(ok("(keel) warning: boot: module 1 is empty; ignored"), Event::ModuleIgnored { index: 1 });
+        assert!(malformed("(keel) warning: boot: module x is empty; ignored"));
+        assert_eq!(
+            ok("(keel) warning: boot: module 1 at 0x3001000 is empty; ignored"),
+            Event::ModuleIgnored { index: 1 }
+        );
+        assert_eq!(parse_line("(keel) warning: boot: module 1 at 0x3001000 is strange"), None);
     }
 
     #[test]

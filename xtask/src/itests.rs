@@ -57,6 +57,8 @@ pub struct Files {
     pub keel: PathBuf,
     /// `build/keel-pvh`: keel with its multiboot(1) header disabled.
     pub keel_pvh: PathBuf,
+    /// `build/badloader`: the test boot loader with hostile boot information.
+    pub badloader: PathBuf,
     /// The first test module.
     pub mod1: PathBuf,
     /// The second test module.
@@ -77,6 +79,7 @@ impl Files {
         Self {
             keel: ws.keel_image(),
             keel_pvh: build.join("keel-pvh"),
+            badloader: build.join("badloader"),
             mod1: test.join("mod1.bin"),
             mod2: test.join("mod2.bin"),
             iso: test.join("grub-iso.iso"),
@@ -174,6 +177,12 @@ pub enum Expect {
     Fatal(ExpectedFatal),
     /// This event somewhere after the ready line.
     AfterReady(Event),
+    /// keel's usable RAM equals what the test boot loader predicted.
+    LoaderPredictionMet,
+    /// For each text, a memory-map problem report containing it.
+    MapProblems(Vec<&'static str>),
+    /// An "ignored" warning for exactly these modules.
+    ModulesIgnored(Vec<u64>),
 }
 
 /// One QEMU integration test.
@@ -351,7 +360,47 @@ pub fn cases(files: &Files) -> Vec<TestCase> {
         plain_boot("reboot", files, machine("max", 2, gib(1)), "console=com1 com1=115200 when_idle=reboot");
     reboot.expect.push(Expect::AfterReady(Event::Rebooting));
     cases.push(reboot);
+
+    cases.push(hostile_boot(files));
     cases
+}
+
+/// keel started by the test boot loader with an overlapping, wrapping, out-of-range memory
+/// map and missing, empty and good modules: every problem is reported, the map is sanitised
+/// to exactly the RAM the loader predicts, and keel comes up.
+fn hostile_boot(files: &Files) -> TestCase {
+    let module = |bytes: u64, args: &str| ExpectedModule { name: None, bytes, args: args.into() };
+    TestCase {
+        name: "hostile-boot-info".into(),
+        machine: machine("max", 2, MemSize::from_gib(1)),
+        boot: kernel(
+            &files.badloader,
+            DEFAULT_OPTIONS,
+            vec![InitrdModule { path: files.keel.clone(), args: String::new() }],
+        ),
+        stop: Stop::Exit,
+        timeout: KERNEL_TIMEOUT,
+        needs: Vec::new(),
+        expect: vec![
+            Expect::CleanExit,
+            Expect::BootedVia { protocol: Protocol::Pvh, loader_prefix: None },
+            Expect::MapProblems(vec![
+                "overlap on",
+                "has zero length",
+                "runs past the end of the address space",
+                "above the physical address limit",
+            ]),
+            Expect::LoaderPredictionMet,
+            Expect::Modules(vec![
+                module(4096, "missing-module"),
+                module(0, "empty-module"),
+                module(27, "good-module args"),
+            ]),
+            Expect::ModulesIgnored(vec![0, 1]),
+            Expect::Ready { cpus: 2 },
+            Expect::Memory { mem: MemSize::from_gib(1) },
+        ],
+    }
 }
 
 /// Names of all integration tests.
@@ -466,6 +515,57 @@ impl Expect {
                 }
             }
             Self::Fatal(expected) => check_fatal(obs, expected, problems),
+            Self::LoaderPredictionMet => {
+                let expected = console
+                    .select(|e| match e {
+                        Event::LoaderExpectsUsable { kib } => Some(*kib),
+                        _ => None,
+                    })
+                    .map(|(_, k)| k)
+                    .next();
+                let usable = console
+                    .select(|e| match e {
+                        Event::UsableRam { kib } => Some(*kib),
+                        _ => None,
+                    })
+                    .map(|(_, k)| k)
+                    .next();
+                match (expected, usable) {
+                    (None, _) => problems.push("no 'badloader: expect <K> KiB usable RAM' line".into()),
+                    (_, None) => problems.push("no 'mm: memory map: <K> KiB usable RAM' line".into()),
+                    (Some(e), Some(u)) if e != u => {
+                        problems.push(format!("keel counts {u} KiB usable RAM; the boot loader's map has {e} KiB"))
+                    }
+                    _ => {}
+                }
+            }
+            Self::MapProblems(texts) => {
+                let reported: Vec<&str> = console
+                    .select(|e| match e {
+                        Event::MapProblem(p) => Some(p.as_str()),
+                        _ => None,
+                    })
+                    .map(|(_, p)| p)
+                    .collect();
+                for text in texts {
+                    if !reported.iter().any(|p| p.contains(text)) {
+                        problems.push(format!("no memory-map problem reported containing '{text}'"));
+                    }
+                }
+            }
+            Self::ModulesIgnored(expected) => {
+                let mut ignored: Vec<u64> = console
+                    .select(|e| match e {
+                        Event::ModuleIgnored { index } => Some(*index),
+                        _ => None,
+                    })
+                    .map(|(_, i)| i)
+                    .collect();
+                ignored.sort_unstable();
+                if ignored != *expected {
+                    problems.push(format!("modules reported as ignored: {ignored:?}, expected {expected:?}"));
+                }
+            }
             Self::AfterReady(event) => {
                 let ready =
                     console.select(|e| matches!(e, Event::Ready { .. }).then_some(())).map(|(line, ())| line).next();
@@ -951,7 +1051,8 @@ mod tests {
                 "no-modules",
                 "pagefault",
                 "pagefault-noreboot",
-                "reboot"
+                "reboot",
+                "hostile-boot-info"
             ]
         );
     }
@@ -1119,6 +1220,38 @@ mod tests {
         assert!(check("no-modules", log, EXIT0).is_empty());
         let p = check("no-modules", "keel: ready: 2 cpus, 1000 MiB free\n", EXIT0);
         assert_eq!(p, ["no '(keel) boot: no boot modules' line"]);
+    }
+
+    const HOSTILE_LOG: &str = "badloader: expect 1047036 KiB usable RAM\n\
+        (keel) warning: boot: module 1 at 0x3001000 is empty; ignored\n\
+        (keel) boot: booted via PVH by PVH start info\n\
+        (keel) boot: module 0: (unnamed) at 0xfd00000000-0xfd00001000 (4096 bytes) args 'missing-module'\n\
+        (keel) boot: module 1: (unnamed) at 0x3001000-0x3001000 (0 bytes) args 'empty-module'\n\
+        (keel) boot: module 2: (unnamed) at 0x3000000-0x300001b (27 bytes) args 'good-module args'\n\
+        (keel) warning: mm: memory map: memory map entry 0 (base 0xfffffffffffff000, length 0x2000) runs past the end of the address space; ignored it\n\
+        (keel) warning: mm: memory map: memory map entry 1 [0x4000000000000000, 0x4000000000100000) lies above the physical address limit 0x10000000000; ignored it\n\
+        (keel) warning: mm: memory map: memory map entry 13 has zero length; ignored it\n\
+        (keel) warning: mm: memory map: memory map entries 2 and 6 overlap on [0x3fee0000, 0x3ffe0000); treated it as RAM\n\
+        (keel) mm: memory map: 1047036 KiB usable RAM\n\
+        (keel) warning: boot: module 0 at 0xfd00000000-0xfd00001000 is not in RAM (missing or misreported); ignored\n\
+        (keel) mm: frame table: 4095 KiB\n\
+        keel: ready: 2 cpus, 1016 MiB free\n";
+
+    #[test]
+    fn hostile_boot_info() {
+        assert_eq!(check("hostile-boot-info", HOSTILE_LOG, EXIT0), Vec::<String>::new());
+        let p = check("hostile-boot-info", &HOSTILE_LOG.replace("memory map: 1047036", "memory map: 1048060"), EXIT0);
+        assert_eq!(p, ["keel counts 1048060 KiB usable RAM; the boot loader's map has 1047036 KiB"]);
+        let p = check("hostile-boot-info", &HOSTILE_LOG.replace("has zero length", "is odd"), EXIT0);
+        assert_eq!(p, ["no memory-map problem reported containing 'has zero length'"]);
+        let p = check(
+            "hostile-boot-info",
+            &HOSTILE_LOG.replace("is not in RAM (missing or misreported); ignored", "is fine"),
+            EXIT0,
+        );
+        assert_eq!(p, ["modules reported as ignored: [1], expected [0, 1]"]);
+        let p = check("hostile-boot-info", &HOSTILE_LOG.replace("badloader: expect", "badloader: guess"), EXIT0);
+        assert_eq!(p, ["no 'badloader: expect <K> KiB usable RAM' line"]);
     }
 
     fn pagefault_log(ending: &str) -> String {
