@@ -137,6 +137,15 @@ pub enum Event {
         /// The module's index.
         index: u64,
     },
+    /// `(keel) at <file>:<line>:<col>`: where a panic happened.
+    Location(String),
+    /// `(keel) boot: module <i> content hash 0x<hex>`.
+    ModuleHash {
+        /// The module's index.
+        index: u64,
+        /// FNV-1a 64 of its bytes.
+        hash: u64,
+    },
     /// `badloader: expect <K> KiB usable RAM` (the test boot loader's prediction).
     LoaderExpectsUsable {
         /// Usable RAM in KiB.
@@ -247,7 +256,7 @@ pub fn parse_line(text: &str) -> Option<Result<Event, &'static str>> {
     if let Some(rest) = line.strip_prefix("boot: booted via ") {
         return check(parse_booted(rest), "boot: booted via <protocol> by <loader>");
     }
-    if let Some(rest) = line.strip_prefix("boot: module ") {
+    if let Some(rest) = line.strip_prefix("boot: module ").filter(|r| !r.contains(" content hash ")) {
         return check(
             parse_module(rest),
             "boot: module <i>: <name> at 0x<start>-0x<end> (<bytes> bytes) args '<args>'",
@@ -285,6 +294,17 @@ pub fn parse_line(text: &str) -> Option<Result<Event, &'static str>> {
         }
         let index = rest.split_once(' ').and_then(|(i, _)| number(i));
         return check(index.map(|index| Event::ModuleIgnored { index }), "warning: boot: module <i> ... ignored");
+    }
+    if let Some(rest) = line.strip_prefix("at ") {
+        return Some(Ok(Event::Location(rest.to_string())));
+    }
+    if let Some(rest) = line.strip_prefix("boot: module ") {
+        if let Some((index, hash)) = rest.split_once(" content hash ") {
+            return check(
+                number(index).zip(hex(hash)).map(|(index, hash)| Event::ModuleHash { index, hash }),
+                "boot: module <i> content hash 0x<hex>",
+            );
+        }
     }
     if let Some(rest) = line.strip_prefix("FATAL: ") {
         return Some(Ok(parse_fatal(rest)));
@@ -380,6 +400,19 @@ mod tests {
         assert_eq!(ok("(keel) keel: ready: 2 cpus, 5 MiB free"), Event::Ready { cpus: 2, free_mib: 5 });
         assert!(malformed("keel: ready: many cpus, 5 MiB free"));
         assert!(malformed("keel: ready: 2 cpus"));
+    }
+
+    #[test]
+    fn panic_and_hash_lines() {
+        assert_eq!(
+            ok("(keel) at crates/keel/src/selftest.rs:76:5"),
+            Event::Location("crates/keel/src/selftest.rs:76:5".into())
+        );
+        assert_eq!(
+            ok("(keel) boot: module 2 content hash 0x68f668194ec5a7d2"),
+            Event::ModuleHash { index: 2, hash: 0x68f6_6819_4ec5_a7d2 }
+        );
+        assert!(malformed("(keel) boot: module 2 content hash 68f6"));
     }
 
     #[test]

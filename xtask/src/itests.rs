@@ -36,6 +36,10 @@ pub const MOD1_ARGS: &str = "alpha beta";
 pub const PAGEFAULT_ADDRESS: u64 = 0x0000_0bad_c0de_0000;
 /// The function that must contain the faulting instruction.
 pub const PAGEFAULT_FUNCTION: &str = "provoke_page_fault";
+/// The function `test=panic` panics in.
+pub const PANIC_FUNCTION: &str = "provoke_panic";
+/// The content of the test boot loader's good module (guests/badloader).
+pub const BADLOADER_GOOD_MODULE: &[u8] = b"keel badloader test module\n";
 
 /// What `cargo xtask test` should do.
 #[derive(Clone, Debug, Default)]
@@ -125,16 +129,35 @@ pub struct ExpectedModule {
 /// A fatal exception dump a test expects.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct ExpectedFatal {
-    /// Exception vector.
-    pub vector: u64,
-    /// The faulting address line's value, if one is expected.
-    pub faulting_address: Option<u64>,
-    /// A text the demangled name of the function containing rip must contain.
-    pub rip_in: &'static str,
+    /// What kind of fatal error.
+    pub kind: FatalKind,
     /// The number in `all <n> CPUs stopped`.
     pub cpus: u64,
     /// What keel does at the end: [`Event::Rebooting`] or [`Event::HaltedNoreboot`].
     pub ending: Event,
+}
+
+/// The fatal error a test provokes.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum FatalKind {
+    /// A CPU exception in keel.
+    Exception {
+        /// Exception vector.
+        vector: u64,
+        /// The faulting address line's value, if one is expected.
+        faulting_address: Option<u64>,
+        /// A text the demangled name of the function containing rip must contain.
+        rip_in: &'static str,
+    },
+    /// A Rust panic in keel.
+    Panic {
+        /// Text the FATAL line must contain (the panic message).
+        message: &'static str,
+        /// The source file the `at <file>:<line>:<col>` line must name.
+        file: &'static str,
+        /// A text the demangled name of some call-trace frame's function must contain.
+        frame_in: &'static str,
+    },
 }
 
 /// Something a test requires of a run.
@@ -183,6 +206,9 @@ pub enum Expect {
     MapProblems(Vec<&'static str>),
     /// An "ignored" warning for exactly these modules.
     ModulesIgnored(Vec<u64>),
+    /// For each (module index, content), keel's content hash of that module matches the
+    /// content: the module is intact after keel's boot-time allocations.
+    ModuleHashes(Vec<(u64, Vec<u8>)>),
 }
 
 /// One QEMU integration test.
@@ -255,9 +281,11 @@ fn pagefault(name: &str, files: &Files, noreboot: bool) -> TestCase {
         expect: vec![
             end,
             Expect::Fatal(ExpectedFatal {
-                vector: 14,
-                faulting_address: Some(PAGEFAULT_ADDRESS),
-                rip_in: PAGEFAULT_FUNCTION,
+                kind: FatalKind::Exception {
+                    vector: 14,
+                    faulting_address: Some(PAGEFAULT_ADDRESS),
+                    rip_in: PAGEFAULT_FUNCTION,
+                },
                 cpus: cpus.into(),
                 ending,
             }),
@@ -272,6 +300,7 @@ fn path_string(path: &Path) -> String {
 /// The integration tests of the issue "keel boots on bare x86_64".
 pub fn cases(files: &Files) -> Vec<TestCase> {
     let gib = MemSize::from_gib;
+    let (mod1_content, mod2_content) = (module_content(1, MOD1_LEN), module_content(2, MOD2_LEN));
     let mod1 = ExpectedModule { name: None, bytes: MOD1_LEN as u64, args: MOD1_ARGS.into() };
     let mod2 = ExpectedModule { name: None, bytes: MOD2_LEN as u64, args: String::new() };
     let mut cases = vec![
@@ -291,6 +320,7 @@ pub fn cases(files: &Files) -> Vec<TestCase> {
                 Expect::CleanExit,
                 Expect::BootedVia { protocol: Protocol::Multiboot2, loader_prefix: Some("GRUB") },
                 Expect::Modules(vec![mod1.clone(), mod2.clone()]),
+                Expect::ModuleHashes(vec![(0, mod1_content.clone()), (1, mod2_content.clone())]),
                 Expect::Ready { cpus: 2 },
             ],
         },
@@ -355,6 +385,26 @@ pub fn cases(files: &Files) -> Vec<TestCase> {
 
     cases.push(pagefault("pagefault", files, false));
     cases.push(pagefault("pagefault-noreboot", files, true));
+    cases.push(TestCase {
+        name: "panic".into(),
+        machine: machine("max", 2, gib(1)),
+        boot: kernel(&files.keel, &format!("{DEFAULT_OPTIONS} test=panic"), Vec::new()),
+        stop: Stop::Exit,
+        timeout: KERNEL_TIMEOUT,
+        needs: Vec::new(),
+        expect: vec![
+            Expect::CleanExit,
+            Expect::Fatal(ExpectedFatal {
+                kind: FatalKind::Panic {
+                    message: "test=panic asked for a panic",
+                    file: "crates/keel/src/selftest.rs",
+                    frame_in: PANIC_FUNCTION,
+                },
+                cpus: 2,
+                ending: Event::Rebooting,
+            }),
+        ],
+    });
 
     let mut reboot =
         plain_boot("reboot", files, machine("max", 2, gib(1)), "console=com1 com1=115200 when_idle=reboot");
@@ -397,6 +447,7 @@ fn hostile_boot(files: &Files) -> TestCase {
                 module(27, "good-module args"),
             ]),
             Expect::ModulesIgnored(vec![0, 1]),
+            Expect::ModuleHashes(vec![(2, BADLOADER_GOOD_MODULE.to_vec())]),
             Expect::Ready { cpus: 2 },
             Expect::Memory { mem: MemSize::from_gib(1) },
         ],
@@ -550,6 +601,26 @@ impl Expect {
                 for text in texts {
                     if !reported.iter().any(|p| p.contains(text)) {
                         problems.push(format!("no memory-map problem reported containing '{text}'"));
+                    }
+                }
+            }
+            Self::ModuleHashes(expected) => {
+                for (index, content) in expected {
+                    let want = keel_boot::bootinfo::content_hash(content);
+                    let got: Vec<u64> = console
+                        .select(|e| match e {
+                            Event::ModuleHash { index: i, hash } if i == index => Some(*hash),
+                            _ => None,
+                        })
+                        .map(|(_, h)| h)
+                        .collect();
+                    match got.as_slice() {
+                        [] => problems.push(format!("no content hash for module {index}")),
+                        [h] if *h == want => {}
+                        [h] => problems.push(format!(
+                            "module {index} content hash {h:#018x}, expected {want:#018x}: keel's module is not the file"
+                        )),
+                        more => problems.push(format!("{} content hashes for module {index}", more.len())),
                     }
                 }
             }
@@ -715,56 +786,98 @@ fn check_modules(console: &Console, expected: &[ExpectedModule], problems: &mut 
 
 fn check_fatal(obs: &Observed<'_>, want: &ExpectedFatal, problems: &mut Vec<String>) {
     let console = obs.console;
-    let fatals: Vec<(usize, Option<u64>)> = console
+    let fatals: Vec<(usize, (&str, Option<u64>))> = console
         .select(|e| match e {
-            Event::Fatal { vector, .. } => Some(*vector),
+            Event::Fatal { name, vector, .. } => Some((name.as_str(), *vector)),
             _ => None,
         })
         .collect();
-    let Some(&(fatal_line, vector)) = fatals.first() else {
+    let Some(&(fatal_line, (name, vector))) = fatals.first() else {
         problems.push("no '(keel) FATAL:' line".into());
         return;
     };
     if fatals.len() > 1 {
         problems.push(format!("{} FATAL lines, expected one", fatals.len()));
     }
-    match vector {
-        Some(v) if v == want.vector => {}
-        Some(v) => problems.push(format!("FATAL line has vector {v}, expected {}", want.vector)),
-        None => problems.push(format!("FATAL line has no vector, expected {}", want.vector)),
-    }
     // The first event of a kind after the FATAL line.
     let after = |from: usize, f: &dyn Fn(&Event) -> Option<u64>| {
         console.entries.iter().filter(|e| e.line > from).find_map(|e| f(&e.event).map(|v| (e.line, v)))
     };
+    // The function containing `addr`; Err(Some(why)) without symbols, Err(None) outside every function.
+    let resolve = |addr: u64| -> Result<String, Option<&str>> {
+        let symbols = obs.symbols.map_err(Some)?;
+        symbols.lookup(addr).map(|s| s.name.clone()).ok_or(None)
+    };
 
-    if let Some(address) = want.faulting_address {
-        match after(fatal_line, &|e| match e {
-            Event::FaultingAddress(a) => Some(*a),
-            _ => None,
-        }) {
-            None => problems.push("no 'faulting address:' line after FATAL".into()),
-            Some((_, a)) if a != address => {
-                problems.push(format!("faulting address {a:#018x}, expected {address:#018x}"))
+    match &want.kind {
+        FatalKind::Exception { vector: want_vector, faulting_address, rip_in } => {
+            match vector {
+                Some(v) if v == *want_vector => {}
+                Some(v) => problems.push(format!("FATAL line has vector {v}, expected {want_vector}")),
+                None => problems.push(format!("FATAL line has no vector, expected {want_vector}")),
             }
-            Some(_) => {}
+            if let Some(address) = faulting_address {
+                match after(fatal_line, &|e| match e {
+                    Event::FaultingAddress(a) => Some(*a),
+                    _ => None,
+                }) {
+                    None => problems.push("no 'faulting address:' line after FATAL".into()),
+                    Some((_, a)) if a != *address => {
+                        problems.push(format!("faulting address {a:#018x}, expected {address:#018x}"))
+                    }
+                    Some(_) => {}
+                }
+            }
+            match after(fatal_line, &|e| match e {
+                Event::Rip(r) => Some(*r),
+                _ => None,
+            }) {
+                None => problems.push("no 'rip:' line after FATAL".into()),
+                Some((_, rip)) => match resolve(rip) {
+                    Err(Some(why)) => problems.push(format!("cannot resolve rip {rip:#x}: {why}")),
+                    Err(None) => problems.push(format!("rip {rip:#x} is in no function of build/keel")),
+                    Ok(f) if !f.contains(rip_in) => {
+                        problems.push(format!("rip {rip:#x} is in {f}, expected a function named like '{rip_in}'"))
+                    }
+                    Ok(_) => {}
+                },
+            }
         }
-    }
-
-    match after(fatal_line, &|e| match e {
-        Event::Rip(r) => Some(*r),
-        _ => None,
-    }) {
-        None => problems.push("no 'rip:' line after FATAL".into()),
-        Some((_, rip)) => match obs.symbols {
-            Err(why) => problems.push(format!("cannot resolve rip {rip:#x}: {why}")),
-            Ok(symbols) => match symbols.lookup(rip) {
-                None => problems.push(format!("rip {rip:#x} is in no function of build/keel")),
-                Some(s) if !s.name.contains(want.rip_in) => problems
-                    .push(format!("rip {rip:#x} is in {}, expected a function named like '{}'", s.name, want.rip_in)),
+        FatalKind::Panic { message, file, frame_in } => {
+            if !name.starts_with("panic on cpu ") || !name.contains(message) {
+                problems.push(format!("FATAL line '{name}' is not a panic with message '{message}'"));
+            }
+            let location = console.entries.iter().filter(|e| e.line > fatal_line).find_map(|e| match &e.event {
+                Event::Location(l) => Some(l.as_str()),
+                _ => None,
+            });
+            match location {
+                None => problems.push("no 'at <file>:<line>:<col>' line after FATAL".into()),
+                Some(l) if !l.starts_with(&format!("{file}:")) => {
+                    problems.push(format!("panic location '{l}', expected one in {file}"))
+                }
                 Some(_) => {}
-            },
-        },
+            }
+            let frames: Vec<u64> = console
+                .entries
+                .iter()
+                .filter(|e| e.line > fatal_line)
+                .filter_map(|e| match e.event {
+                    Event::TraceEntry(a) => Some(a),
+                    _ => None,
+                })
+                .collect();
+            // Frames after the first are return addresses: the call that made them can be the
+            // last instruction of its function (a call to something that never returns), so
+            // look up the byte before each one, as symbolizers do.
+            let in_frame = |(i, &a): (usize, &u64)| {
+                let a = if i == 0 { a } else { a.saturating_sub(1) };
+                resolve(a).is_ok_and(|f| f.contains(frame_in))
+            };
+            if !frames.iter().enumerate().any(in_frame) {
+                problems.push(format!("no call-trace frame is in a function named like '{frame_in}'"));
+            }
+        }
     }
 
     match after(fatal_line, &|e| (*e == Event::CallTrace).then_some(0)) {
@@ -1006,6 +1119,7 @@ mod tests {
         SymbolTable::new(vec![
             Symbol { address: 0xffff_8000_0010_0000, size: 0x100, name: "keel::selftest::provoke_page_fault".into() },
             Symbol { address: 0xffff_8000_0010_0100, size: 0x100, name: "keel::main".into() },
+            Symbol { address: 0xffff_8000_0010_0200, size: 0x100, name: "keel::selftest::provoke_panic".into() },
         ])
     }
 
@@ -1051,6 +1165,7 @@ mod tests {
                 "no-modules",
                 "pagefault",
                 "pagefault-noreboot",
+                "panic",
                 "reboot",
                 "hostile-boot-info"
             ]
@@ -1160,12 +1275,26 @@ mod tests {
 
     #[test]
     fn grub_iso_expectations() {
-        let log = "\x1b[Hbooting\n\
+        let hash = |seed, len| keel_boot::bootinfo::content_hash(&module_content(seed, len));
+        let log = format!(
+            "\x1b[Hbooting\n\
             (keel) boot: booted via multiboot2 by GRUB 2.06-13+deb12u2\n\
             (keel) boot: module 0: alpha at 0x200000-0x201000 (4096 bytes) args 'alpha beta'\n\
             (keel) boot: module 1:  at 0x202000-0x204710 (10000 bytes) args ''\n\
-            keel: ready: 2 cpus, 1000 MiB free\n";
+            (keel) boot: module 0 content hash {:#018x}\n\
+            (keel) boot: module 1 content hash {:#018x}\n\
+            keel: ready: 2 cpus, 1000 MiB free\n",
+            hash(1, MOD1_LEN),
+            hash(2, MOD2_LEN)
+        );
+        let log = log.as_str();
         assert_eq!(check("grub-iso", log, EXIT0), Vec::<String>::new());
+        let corrupt = log.replace(&format!("{:#018x}", hash(2, MOD2_LEN)), "0x0000000000000001");
+        let p = check("grub-iso", &corrupt, EXIT0);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("module 1 content hash 0x0000000000000001, expected"), "{p:?}");
+        let p = check("grub-iso", &log.replace("(keel) boot: module 0 content hash", "(keel) something"), EXIT0);
+        assert_eq!(p, ["no content hash for module 0"]);
 
         let wrong = log
             .replace("multiboot2 by GRUB", "multiboot1 by qemu")
@@ -1235,10 +1364,12 @@ mod tests {
         (keel) mm: memory map: 1047036 KiB usable RAM\n\
         (keel) warning: boot: module 0 at 0xfd00000000-0xfd00001000 is not in RAM (missing or misreported); ignored\n\
         (keel) mm: frame table: 4095 KiB\n\
+        (keel) boot: module 2 content hash 0x31428b8046b3e2ae\n\
         keel: ready: 2 cpus, 1016 MiB free\n";
 
     #[test]
     fn hostile_boot_info() {
+        assert_eq!(keel_boot::bootinfo::content_hash(BADLOADER_GOOD_MODULE), 0x3142_8b80_46b3_e2ae);
         assert_eq!(check("hostile-boot-info", HOSTILE_LOG, EXIT0), Vec::<String>::new());
         let p = check("hostile-boot-info", &HOSTILE_LOG.replace("memory map: 1047036", "memory map: 1048060"), EXIT0);
         assert_eq!(p, ["keel counts 1048060 KiB usable RAM; the boot loader's map has 1047036 KiB"]);
@@ -1317,6 +1448,30 @@ mod tests {
         let console = Console::parse(run.texts());
         let p = problems(&case("pagefault"), &Observed { run: &run, console: &console, symbols: Err("no ELF") });
         assert_eq!(p, ["cannot resolve rip 0xffff800000100042: no ELF"]);
+    }
+
+    const PANIC_LOG: &str = "keel: ready: 2 cpus, 1000 MiB free\n\
+        (keel) FATAL: panic on cpu 0: test=panic asked for a panic\n\
+        (keel) at crates/keel/src/selftest.rs:76:5\n\
+        (keel) call trace:\n\
+        (keel)   [<0xffff800000100142>]\n\
+        (keel)   [<0xffff800000100300>]\n\
+        (keel) all 2 CPUs stopped\n\
+        (keel) rebooting\n";
+
+    #[test]
+    fn panic_expectations() {
+        // The synthetic symbol table has keel::main at 0x100100 and provoke_panic at 0x100200..0x100300.
+        assert_eq!(check("panic", PANIC_LOG, EXIT0), Vec::<String>::new());
+        // 0x100300 is a return address just past provoke_panic (a call that never returns).
+        let p = check("panic", &PANIC_LOG.replace("[<0xffff800000100300>]", "[<0xffff800000100142>]"), EXIT0);
+        assert_eq!(p, ["no call-trace frame is in a function named like 'provoke_panic'"]);
+        let p = check("panic", &PANIC_LOG.replace("selftest.rs", "main.rs"), EXIT0);
+        assert_eq!(p, ["panic location 'crates/keel/src/main.rs:76:5', expected one in crates/keel/src/selftest.rs"]);
+        let p = check("panic", &PANIC_LOG.replace("asked for a panic", "went wrong"), EXIT0);
+        assert_eq!(p, ["FATAL line 'panic on cpu 0: test=panic went wrong' is not a panic with message 'test=panic asked for a panic'"]);
+        let p = check("panic", &PANIC_LOG.replace("(keel) at crates", "(keel) near crates"), EXIT0);
+        assert_eq!(p, ["no 'at <file>:<line>:<col>' line after FATAL"]);
     }
 
     #[test]

@@ -95,13 +95,16 @@ extern "C" fn bsp_main() -> ! {
     start_aps(platform, opts.maxcpus);
     selftest::cross_cpu_calls();
     selftest::wx();
+    selftest::module_hashes();
 
     let online = percpu::all().filter(|c| c.online.load(Ordering::SeqCst)).count();
     let free_mib = mm::free_frame_count() * 4096 / (1024 * 1024);
     console::raw_line(format_args!("keel: ready: {online} cpus, {free_mib} MiB free"));
 
-    if let Some(keel_boot::cmdline::TestAction::PageFault) = opts.test {
-        selftest::provoke_page_fault();
+    match opts.test {
+        Some(keel_boot::cmdline::TestAction::PageFault) => selftest::provoke_page_fault(),
+        Some(keel_boot::cmdline::TestAction::Panic) => selftest::provoke_panic(),
+        None => {}
     }
     idle(opts.when_idle)
 }

@@ -68,3 +68,27 @@ pub fn provoke_page_fault() {
     let v = unsafe { core::ptr::read_volatile(TEST_FAULT_ADDRESS as *const u64) };
     log::error!("test: reading {TEST_FAULT_ADDRESS:#x} did not fault (read {v:#x})");
 }
+
+/// `test=panic`: panic, which must produce a fatal report naming this place.
+#[inline(never)]
+pub fn provoke_panic() {
+    log::info!("test: panicking on purpose");
+    panic!("test=panic asked for a panic");
+}
+
+/// Hash every usable boot module now that keel has made its boot-time allocations: the
+/// hashes must be those of the files the loader was given (nothing of keel's overwrote them).
+pub fn module_hashes() {
+    let boot = crate::boot::info();
+    let usable = mm::summary().usable_modules;
+    for (i, m) in boot.modules().iter().enumerate() {
+        if i >= 64 || usable & (1 << i) == 0 {
+            continue;
+        }
+        let va = crate::arch::x86::paging::phys_to_virt(m.start);
+        // SAFETY: the module lies in RAM (checked by mm::init), which the direct map covers;
+        // keel reserved it at boot, so nothing else writes it.
+        let bytes = unsafe { core::slice::from_raw_parts(va as *const u8, (m.end - m.start) as usize) };
+        log::info!("boot: module {i} content hash {:#018x}", keel_boot::bootinfo::content_hash(bytes));
+    }
+}

@@ -685,3 +685,10 @@ fn store_string<const N: usize>(
 
 #[cfg(test)]
 mod tests;
+
+/// FNV-1a (64-bit) of a module's bytes: keel prints it once it has made all its boot-time
+/// allocations, so an operator (and the tests) can check that the module keel will use is
+/// byte for byte the file that was loaded.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}

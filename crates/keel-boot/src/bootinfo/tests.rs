@@ -171,3 +171,11 @@ fn c_string_reads_are_bounded() {
     assert!(s.is_truncated());
     assert_eq!(mem.0.get(), MAX_CMDLINE + 1);
 }
+
+#[test]
+fn content_hash_is_fnv1a_64() {
+    // Published FNV-1a 64 test vectors.
+    assert_eq!(content_hash(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(content_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(content_hash(b"foobar"), 0x8594_4171_f739_67e8);
+}

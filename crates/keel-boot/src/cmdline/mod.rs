@@ -122,6 +122,8 @@ pub enum TestAction {
     /// `pagefault`: provoke a page fault after boot, to exercise the
     /// exception path.
     PageFault,
+    /// `panic`: panic after boot, to exercise the panic path.
+    Panic,
 }
 
 /// Every option keel understands, with its default when absent.
@@ -336,7 +338,11 @@ fn apply<'a>(o: &mut Options, word: &'a str, warn: &mut dyn FnMut(CmdlineWarning
                 o.test = Some(TestAction::PageFault);
                 Ok(())
             }
-            _ => Err("the only test action is pagefault"),
+            "panic" => {
+                o.test = Some(TestAction::Panic);
+                Ok(())
+            }
+            _ => Err("test actions are pagefault and panic"),
         },
         // Handled above as the only boolean.
         Known::Noreboot => Ok(()),

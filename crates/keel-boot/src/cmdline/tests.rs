@@ -166,6 +166,7 @@ fn when_idle_and_test() {
     assert_eq!(clean("when_idle=reboot when_idle=stay").when_idle, WhenIdle::Stay);
     rejected("when_idle=sleep", "when_idle", "sleep");
     assert_eq!(clean("test=pagefault").test, Some(TestAction::PageFault));
+    assert_eq!(clean("test=panic").test, Some(TestAction::Panic));
     rejected("test=oops", "test", "oops");
 }
 
