@@ -247,3 +247,118 @@ mod tests {
         }
     }
 }
+
+/// A guest-physical byte address (what a guest believes is physical; the p2m translates it).
+#[derive(Copy, Clone, Eq, PartialEq, Ord, PartialOrd, Hash, Default)]
+#[repr(transparent)]
+pub struct Gpa(u64);
+
+impl Gpa {
+    /// The guest-physical address `addr`.
+    pub const fn new(addr: u64) -> Self {
+        Self(addr)
+    }
+
+    /// The raw address.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The guest frame containing this address.
+    pub const fn gfn(self) -> Gfn {
+        Gfn(self.0 >> PAGE_SHIFT)
+    }
+
+    /// Offset within the page.
+    pub const fn page_offset(self) -> u64 {
+        self.0 & (PAGE_SIZE - 1)
+    }
+
+    /// `self + bytes`, or `None` on overflow.
+    pub const fn checked_add(self, bytes: u64) -> Option<Self> {
+        match self.0.checked_add(bytes) {
+            Some(a) => Some(Self(a)),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Debug for Gpa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Gpa({:#x})", self.0)
+    }
+}
+
+impl fmt::Display for Gpa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// A guest frame number (Xen's gfn): a [`Gpa`] shifted right by [`PAGE_SHIFT`].
+#[derive(Copy, Clone, Eq, PartialEq, Ord, PartialOrd, Hash, Default)]
+#[repr(transparent)]
+pub struct Gfn(u64);
+
+impl Gfn {
+    /// The guest frame number `gfn`.
+    pub const fn new(gfn: u64) -> Self {
+        Self(gfn)
+    }
+
+    /// The raw frame number.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Address of the first byte, or `None` if it does not fit in 64 bits.
+    pub const fn checked_gpa(self) -> Option<Gpa> {
+        if self.0 >> (u64::BITS - PAGE_SHIFT) == 0 {
+            Some(Gpa(self.0 << PAGE_SHIFT))
+        } else {
+            None
+        }
+    }
+
+    /// True if the frame number is a multiple of `2^order`.
+    pub const fn is_aligned(self, order: u8) -> bool {
+        low_bits_clear(self.0, order as u32)
+    }
+
+    /// `self + frames`, or `None` on overflow.
+    pub const fn checked_add(self, frames: u64) -> Option<Self> {
+        match self.0.checked_add(frames) {
+            Some(p) => Some(Self(p)),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Debug for Gfn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Gfn({:#x})", self.0)
+    }
+}
+
+impl fmt::Display for Gfn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod guest_address_tests {
+    use super::*;
+
+    #[test]
+    fn gpa_and_gfn_convert() {
+        let a = Gpa::new(0xfeff_c123);
+        assert_eq!(a.gfn(), Gfn::new(0xfeffc));
+        assert_eq!(a.page_offset(), 0x123);
+        assert_eq!(Gfn::new(0xfeffc).checked_gpa(), Some(Gpa::new(0xfeff_c000)));
+        assert_eq!(Gfn::new(u64::MAX).checked_gpa(), None);
+        assert!(Gfn::new(0x200).is_aligned(9));
+        assert!(!Gfn::new(0x201).is_aligned(9));
+        assert_eq!(Gpa::new(u64::MAX).checked_add(1), None);
+    }
+}
