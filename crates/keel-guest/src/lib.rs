@@ -1,0 +1,10 @@
+//! What a keel guest sees of the platform, as pure functions of the host and the domain:
+//! its CPUID, the handling of the MSRs keel intercepts, and the hypercall page.
+//!
+//! Kept out of the hypervisor binary so that every rule is unit-tested on the host; keel's VM
+//! exit handlers call these and apply the result.
+#![cfg_attr(not(test), no_std)]
+
+pub mod cpuid;
+pub mod hypercall_page;
+pub mod msr;
