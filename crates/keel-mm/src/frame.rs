@@ -132,6 +132,35 @@ pub enum FrameError {
     WrongOrder,
     /// A donated frame was already donated.
     NotReserved,
+    /// The block belongs to another owner than the one freeing it.
+    WrongOwner,
+}
+
+/// Who an allocated block belongs to. Every allocated frame has exactly one owner; freeing
+/// checks it, so one domain's frames can never be returned on another's behalf.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Owner {
+    /// keel itself (page tables, VMCBs, heap, ...).
+    Hypervisor,
+    /// A domain, by id (below 0xFFFF).
+    Domain(u16),
+}
+
+impl Owner {
+    /// The frame table encoding: 0 for the hypervisor (and on free frames), domid + 1 else.
+    fn encode(self) -> u16 {
+        match self {
+            Owner::Hypervisor => 0,
+            Owner::Domain(d) => d.saturating_add(1),
+        }
+    }
+
+    fn decode(v: u16) -> Self {
+        match v {
+            0 => Owner::Hypervisor,
+            d => Owner::Domain(d - 1),
+        }
+    }
 }
 
 impl fmt::Display for FrameError {
@@ -144,6 +173,7 @@ impl fmt::Display for FrameError {
             Self::NotAllocated => "frame is not the head of an allocated block",
             Self::WrongOrder => "block was allocated with a different order",
             Self::NotReserved => "frame was already donated",
+            Self::WrongOwner => "block belongs to another owner",
         })
     }
 }
@@ -233,6 +263,11 @@ impl<'t> FrameAllocator<'t> {
     /// its first frame. See the module documentation for the policy.
     /// `Err(OutOfMemory)` on exhaustion, `Err(BadOrder)` above [`MAX_ORDER`].
     pub fn alloc(&mut self, order: u8) -> Result<Pfn, FrameError> {
+        self.alloc_owned(order, Owner::Hypervisor)
+    }
+
+    /// Allocate a block of 2^order frames for `owner`.
+    pub fn alloc_owned(&mut self, order: u8, owner: Owner) -> Result<Pfn, FrameError> {
         if order > MAX_ORDER {
             return Err(FrameError::BadOrder);
         }
@@ -244,6 +279,7 @@ impl<'t> FrameAllocator<'t> {
             self.push(idx + (1usize << o), o);
         }
         self.table[idx] = FrameInfo::with_state(ST_ALLOCATED, order);
+        self.table[idx].owner = owner.encode();
         self.free_frames -= 1u64 << order;
         Ok(Pfn::new(self.pfn_of(idx)))
     }
@@ -253,6 +289,18 @@ impl<'t> FrameAllocator<'t> {
     ///
     /// The block is merged with its buddy as long as the buddy is free.
     pub fn free(&mut self, pfn: Pfn, order: u8) -> Result<(), FrameError> {
+        self.free_owned(pfn, order, Owner::Hypervisor)
+    }
+
+    /// The owner of the allocated block whose head is `pfn`.
+    pub fn owner(&self, pfn: Pfn) -> Option<Owner> {
+        let f = self.table[self.index(pfn)?];
+        (f.state == ST_ALLOCATED).then(|| Owner::decode(f.owner))
+    }
+
+    /// Free `owner`'s block at `pfn` (see [`FrameAllocator::free`]); a block of another owner
+    /// is refused with [`FrameError::WrongOwner`] and nothing changes.
+    pub fn free_owned(&mut self, pfn: Pfn, order: u8, owner: Owner) -> Result<(), FrameError> {
         if order > MAX_ORDER {
             return Err(FrameError::BadOrder);
         }
@@ -267,6 +315,10 @@ impl<'t> FrameAllocator<'t> {
         if f.order != order {
             return Err(FrameError::WrongOrder);
         }
+        if f.owner != owner.encode() {
+            return Err(FrameError::WrongOwner);
+        }
+        self.table[idx].owner = 0;
         self.free_frames += 1u64 << order;
         self.release(idx, order);
         Ok(())
@@ -521,6 +573,31 @@ mod tests {
 
     fn ok(fa: &FrameAllocator<'_>) {
         assert_eq!(fa.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn every_block_has_one_owner_and_only_it_frees_the_block() {
+        let mut t = table(64);
+        let mut fa = FrameAllocator::new(&mut t, p(0));
+        fa.add_free_range(p(0), p(64)).unwrap();
+        let a = fa.alloc_owned(2, Owner::Domain(0)).unwrap();
+        let b = fa.alloc_owned(0, Owner::Domain(7)).unwrap();
+        let k = fa.alloc(0).unwrap();
+        assert_eq!(fa.owner(a), Some(Owner::Domain(0)));
+        assert_eq!(fa.owner(b), Some(Owner::Domain(7)));
+        assert_eq!(fa.owner(k), Some(Owner::Hypervisor));
+        let before = fa.free_frames();
+        assert_eq!(fa.free_owned(a, 2, Owner::Domain(7)), Err(WrongOwner));
+        assert_eq!(fa.free(a, 2), Err(WrongOwner));
+        assert_eq!(fa.free_owned(k, 0, Owner::Domain(0)), Err(WrongOwner));
+        assert_eq!(fa.free_frames(), before);
+        ok(&fa);
+        fa.free_owned(a, 2, Owner::Domain(0)).unwrap();
+        fa.free_owned(b, 0, Owner::Domain(7)).unwrap();
+        fa.free(k, 0).unwrap();
+        assert_eq!(fa.owner(a), None);
+        assert_eq!(fa.free_frames(), 64);
+        ok(&fa);
     }
 
     #[test]

@@ -34,6 +34,6 @@ pub mod range;
 
 pub use addr::{Gfn, Gpa, Pfn, PhysAddr, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE};
 pub use bump::{BumpAllocator, OutOfMemory};
-pub use frame::{FrameAllocator, FrameError, FrameInfo, FrameState, MAX_TABLE_FRAMES};
+pub use frame::{FrameAllocator, FrameError, FrameInfo, FrameState, Owner, MAX_TABLE_FRAMES};
 pub use map::{sanitize, MapIssue, MemoryMap, RawRegion, Region, RegionKind, MAX_RAW_ENTRIES, MAX_REGIONS};
 pub use range::{CapacityError, RangeSet, MAX_RANGES};
