@@ -292,6 +292,35 @@ impl<'t> FrameAllocator<'t> {
         self.free_owned(pfn, order, Owner::Hypervisor)
     }
 
+    /// Split `owner`'s allocated block of 2^order frames at `pfn` into 2^(order - into)
+    /// allocated blocks of 2^into frames, each with the same owner (e.g. when part of a 2 MiB
+    /// guest mapping is to be freed on its own). Nothing changes on error.
+    pub fn split_block(&mut self, pfn: Pfn, order: u8, into: u8, owner: Owner) -> Result<(), FrameError> {
+        if order > MAX_ORDER || into > order {
+            return Err(FrameError::BadOrder);
+        }
+        let idx = self.index(pfn).ok_or(FrameError::NotInTable)?;
+        if !pfn.is_aligned(order) {
+            return Err(FrameError::Unaligned);
+        }
+        let f = self.table[idx];
+        if f.state != ST_ALLOCATED {
+            return Err(FrameError::NotAllocated);
+        }
+        if f.order != order {
+            return Err(FrameError::WrongOrder);
+        }
+        if f.owner != owner.encode() {
+            return Err(FrameError::WrongOwner);
+        }
+        for k in 0..(1usize << (order - into)) {
+            let i = idx + (k << into);
+            self.table[i] = FrameInfo::with_state(ST_ALLOCATED, into);
+            self.table[i].owner = owner.encode();
+        }
+        Ok(())
+    }
+
     /// The owner of the allocated block whose head is `pfn`.
     pub fn owner(&self, pfn: Pfn) -> Option<Owner> {
         let f = self.table[self.index(pfn)?];
@@ -598,6 +627,31 @@ mod tests {
         assert_eq!(fa.owner(a), None);
         assert_eq!(fa.free_frames(), 64);
         ok(&fa);
+    }
+
+    #[test]
+    fn split_blocks_free_piece_by_piece_and_coalesce_back() {
+        let mut t = table(1024);
+        let mut fa = FrameAllocator::new(&mut t, p(0));
+        fa.add_free_range(p(0), p(1024)).unwrap();
+        let initial = layout(&fa);
+        let d = Owner::Domain(3);
+        let big = fa.alloc_owned(9, d).unwrap();
+        assert_eq!(fa.split_block(big, 9, 0, Owner::Domain(4)), Err(WrongOwner));
+        assert_eq!(fa.split_block(big, 8, 0, d), Err(WrongOrder));
+        assert_eq!(fa.split_block(big, 9, 10, d), Err(BadOrder));
+        fa.split_block(big, 9, 0, d).unwrap();
+        ok(&fa);
+        assert_eq!(fa.free_owned(big, 9, d), Err(WrongOrder));
+        for i in 0..512 {
+            assert_eq!(fa.owner(p(big.as_u64() + i)), Some(d));
+        }
+        // Free them in a scrambled order; the buddy system coalesces them all back.
+        for i in (0..512).rev().step_by(2).chain((0..512).step_by(2)) {
+            fa.free_owned(p(big.as_u64() + i), 0, d).unwrap();
+        }
+        ok(&fa);
+        assert_eq!(layout(&fa), initial);
     }
 
     #[test]
