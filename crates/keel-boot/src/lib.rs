@@ -25,3 +25,4 @@ extern crate std;
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod domains;

@@ -139,6 +139,9 @@ pub struct Options {
     pub guest_loglvl: LogLevels,
     /// `maxcpus=<n>`, n >= 1: bring up at most this many CPUs.
     pub maxcpus: Option<u32>,
+    /// `dom0_max_vcpus=<n>` or `<min>-<max>` (Xen syntax; either end may be omitted): dom0's
+    /// vCPU count, clamped to [min, max]; by default dom0 gets one vCPU per physical CPU.
+    pub dom0_max_vcpus: Option<(u32, u32)>,
     /// `dom0_mem=...`: dom0's memory, resolved later against real RAM.
     pub dom0_mem: Dom0Mem,
     /// `noreboot`: on a fatal error stay halted instead of rebooting.
@@ -157,6 +160,7 @@ impl Options {
         loglvl: LogLevels { level: LogLevel::Info, rate_limited: None },
         guest_loglvl: LogLevels { level: LogLevel::None, rate_limited: Some(LogLevel::Warning) },
         maxcpus: None,
+        dom0_max_vcpus: None,
         dom0_mem: Dom0Mem { initial: None, min: None, max: None },
         noreboot: false,
         when_idle: WhenIdle::Stay,
@@ -253,6 +257,7 @@ enum Known {
     Loglvl,
     GuestLoglvl,
     Maxcpus,
+    Dom0MaxVcpus,
     Dom0Mem,
     Noreboot,
     WhenIdle,
@@ -267,6 +272,7 @@ impl Known {
             "loglvl" => Known::Loglvl,
             "guest_loglvl" => Known::GuestLoglvl,
             "maxcpus" => Known::Maxcpus,
+            "dom0_max_vcpus" => Known::Dom0MaxVcpus,
             "dom0_mem" => Known::Dom0Mem,
             "noreboot" => Known::Noreboot,
             "when_idle" => Known::WhenIdle,
@@ -331,6 +337,7 @@ fn apply<'a>(o: &mut Options, word: &'a str, warn: &mut dyn FnMut(CmdlineWarning
         Known::Loglvl => LogLevels::parse(value).map(|l| o.loglvl = l),
         Known::GuestLoglvl => LogLevels::parse(value).map(|l| o.guest_loglvl = l),
         Known::Maxcpus => parse_maxcpus(value).map(|n| o.maxcpus = Some(n)),
+        Known::Dom0MaxVcpus => parse_vcpu_range(value).map(|r| o.dom0_max_vcpus = Some(r)),
         Known::Dom0Mem => dom0_mem::parse_dom0_mem(value).map(|d| o.dom0_mem = d),
         Known::WhenIdle => parse_when_idle(value).map(|w| o.when_idle = w),
         Known::Test => match value {
@@ -388,6 +395,26 @@ fn parse_maxcpus(value: &str) -> Result<u32, &'static str> {
         0 => Err("must be at least 1"),
         n => u32::try_from(n).map_err(|_| "must be at most 4294967295"),
     }
+}
+
+fn parse_vcpu_range(value: &str) -> Result<(u32, u32), &'static str> {
+    let one = |s: &str, default: u32| -> Result<u32, &'static str> {
+        if s.is_empty() {
+            return Ok(default);
+        }
+        u32::try_from(number::parse_uint(s)?).map_err(|_| "number too large")
+    };
+    let (min, max) = match value.split_once('-') {
+        Some((a, b)) => (one(a, 1)?, one(b, u32::MAX)?),
+        None => {
+            let n = one(value, 0)?;
+            (n, n)
+        }
+    };
+    if min == 0 || max < min {
+        return Err("expected <n> or <min>-<max> with 1 <= min <= max");
+    }
+    Ok((min, max))
 }
 
 fn parse_when_idle(value: &str) -> Result<WhenIdle, &'static str> {

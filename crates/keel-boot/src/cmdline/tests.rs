@@ -160,6 +160,17 @@ fn noreboot_and_no_prefix() {
 }
 
 #[test]
+fn dom0_max_vcpus() {
+    assert_eq!(clean("dom0_max_vcpus=4").dom0_max_vcpus, Some((4, 4)));
+    assert_eq!(clean("dom0_max_vcpus=2-8").dom0_max_vcpus, Some((2, 8)));
+    assert_eq!(clean("dom0_max_vcpus=-8").dom0_max_vcpus, Some((1, 8)));
+    assert_eq!(clean("dom0_max_vcpus=2-").dom0_max_vcpus, Some((2, u32::MAX)));
+    rejected("dom0_max_vcpus=0", "dom0_max_vcpus", "0");
+    rejected("dom0_max_vcpus=8-2", "dom0_max_vcpus", "8-2");
+    rejected("dom0_max_vcpus=x", "dom0_max_vcpus", "x");
+}
+
+#[test]
 fn when_idle_and_test() {
     assert_eq!(clean("when_idle=poweroff").when_idle, WhenIdle::PowerOff);
     assert_eq!(clean("when_idle=reboot").when_idle, WhenIdle::Reboot);
