@@ -84,17 +84,9 @@ pub const MEMMAP_TYPE_DISABLED: u32 = 6;
 /// Persistent memory.
 pub const MEMMAP_TYPE_PMEM: u32 = 7;
 
-// Layout checks against the public header (x86-64; see xen-struct-offsets.txt).
-const _: () = {
-    use core::mem::{offset_of, size_of};
-    assert!(size_of::<HvmStartInfo>() == 56);
-    assert!(offset_of!(HvmStartInfo, modlist_paddr) == 16);
-    assert!(offset_of!(HvmStartInfo, cmdline_paddr) == 24);
-    assert!(offset_of!(HvmStartInfo, rsdp_paddr) == 32);
-    assert!(offset_of!(HvmStartInfo, memmap_paddr) == 40);
-    assert!(offset_of!(HvmStartInfo, memmap_entries) == 48);
-    assert!(size_of::<HvmModlistEntry>() == 32);
-    assert!(offset_of!(HvmModlistEntry, cmdline_paddr) == 16);
-    assert!(size_of::<HvmMemmapTableEntry>() == 24);
-    assert!(offset_of!(HvmMemmapTableEntry, type_) == 16);
-};
+assert_layout!(HvmStartInfo, 56, {
+    magic: 0, version: 4, flags: 8, nr_modules: 12, modlist_paddr: 16, cmdline_paddr: 24, rsdp_paddr: 32,
+    memmap_paddr: 40, memmap_entries: 48, reserved: 52,
+});
+assert_layout!(HvmModlistEntry, 32, { paddr: 0, size: 8, cmdline_paddr: 16, reserved: 24 });
+assert_layout!(HvmMemmapTableEntry, 24, { addr: 0, size: 8, type_: 16, reserved: 20 });
