@@ -10,7 +10,9 @@
 //! enter another PVH kernel (the test boot loader uses it to start keel).
 #![no_std]
 
+pub mod idt;
 pub mod serial;
+pub mod xen;
 
 /// Size of the kernel's stack.
 pub const STACK_SIZE: usize = 64 * 1024;

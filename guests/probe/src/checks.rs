@@ -1,0 +1,216 @@
+//! The probe's checks, in the order they run. Each prints one TAP line.
+
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use pvh_rt::xen::{cpuid, cpuid_base, hypercall, install_hypercall_page, Via};
+use xen_abi::start_info::HvmStartInfo;
+
+use crate::console;
+
+/// Hypercall numbers used here (Xen's public xen.h).
+mod nr {
+    pub const XEN_VERSION: u64 = 17;
+    pub const CONSOLE_IO: u64 = 18;
+    pub const SCHED_OP: u64 = 29;
+}
+const XENVER_VERSION: u64 = 0;
+const XENVER_EXTRAVERSION: u64 = 1;
+const XENVER_GET_FEATURES: u64 = 6;
+const SCHEDOP_SHUTDOWN: u64 = 2;
+const ENOSYS: i64 = -38;
+
+/// Counts and numbers the checks.
+pub struct Tap {
+    n: u32,
+    /// Checks passed.
+    pub passed: u32,
+    /// Checks failed.
+    pub failed: u32,
+}
+
+impl Tap {
+    /// No checks yet.
+    pub fn new() -> Self {
+        Tap { n: 0, passed: 0, failed: 0 }
+    }
+
+    /// Record a check: `detail` is printed when it fails.
+    pub fn check(&mut self, name: &str, ok: bool, detail: fmt::Arguments<'_>) {
+        self.n += 1;
+        if ok {
+            self.passed += 1;
+            console::line(format_args!("ok {} - {}", self.n, name));
+        } else {
+            self.failed += 1;
+            console::line(format_args!("not ok {} - {}: {}", self.n, name, detail));
+        }
+    }
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// TSC ticks per millisecond, from Xen's CPUID leaf base+3 (guest TSC kHz), else 1 GHz.
+fn tsc_per_ms() -> u64 {
+    match cpuid_base() {
+        Some((base, max)) if max >= base + 3 => match cpuid(base + 3, 0)[2] {
+            0 => 1_000_000,
+            khz => khz as u64,
+        },
+        _ => 1_000_000,
+    }
+}
+
+/// Run every check of this stage.
+pub fn run_all(t: &mut Tap, _si: &HvmStartInfo) {
+    // CPUID: the hypervisor leaves.
+    let xen = cpuid_base();
+    t.check("cpuid-xen-signature", xen.is_some(), format_args!("no 'XenVMMXenVMM' leaf in 0x40000000..0x4000ff00"));
+    let Some((base, max)) = xen else { return };
+    t.check("cpuid-xen-max-leaf", max >= base + 4, format_args!("max leaf {max:#x}, want at least {:#x}", base + 4));
+    let version = cpuid(base + 1, 0)[0];
+    t.check("cpuid-xen-version", version >> 16 >= 4, format_args!("version {:#x}: major below 4", version));
+    let leaf2 = cpuid(base + 2, 0);
+    t.check(
+        "cpuid-hypercall-page-msr",
+        leaf2[0] == 1 && leaf2[1] == 0x4000_0000,
+        format_args!("leaf 2 = {:#x} pages, MSR {:#x}", leaf2[0], leaf2[1]),
+    );
+    let leaf4 = cpuid(base + 4, 0);
+    t.check(
+        "cpuid-vcpu-id",
+        leaf4[0] & (1 << 3) != 0 && leaf4[1] == 0,
+        format_args!("leaf 4 = flags {:#x}, vcpu id {}", leaf4[0], leaf4[1]),
+    );
+    t.check("cpuid-hypervisor-bit", cpuid(1, 0)[2] & (1 << 31) != 0, format_args!("CPUID.1:ECX[31] clear"));
+
+    // The hypercall page: 32-byte stubs "mov eax, nr; vmmcall/vmcall; ret".
+    install_hypercall_page(base);
+    let page = pvh_rt::xen::hypercall_page();
+    let stub_ok = |i: usize| {
+        let s = &page[i * 32..i * 32 + 9];
+        s[0] == 0xb8
+            && u32::from_le_bytes([s[1], s[2], s[3], s[4]]) == i as u32
+            && s[5] == 0x0f
+            && s[6] == 0x01
+            && (s[7] == 0xd9 || s[7] == 0xc1)
+            && s[8] == 0xc3
+    };
+    let bad = (0..128).filter(|&i| i != 23).find(|&i| !stub_ok(i));
+    t.check("hypercall-page-stubs", bad.is_none(), format_args!("stub {} is wrong", bad.unwrap_or(0)));
+
+    // Hypercalls through the page, VMMCALL and VMCALL.
+    let msg = b"probe: hello through the hypercall page\n";
+    // SAFETY: a valid buffer for the console write.
+    let rc = unsafe { hypercall(Via::Page, nr::CONSOLE_IO, [0, msg.len() as u64, msg.as_ptr() as u64, 0, 0]) };
+    t.check("console-io-write", rc == 0, format_args!("CONSOLEIO_write returned {rc}"));
+    // SAFETY: XENVER_version takes no buffer.
+    let v_page = unsafe { hypercall(Via::Page, nr::XEN_VERSION, [XENVER_VERSION, 0, 0, 0, 0]) };
+    t.check(
+        "xen-version-matches-cpuid",
+        v_page == version as i64,
+        format_args!("XENVER_version {v_page:#x}, CPUID says {version:#x}"),
+    );
+    // SAFETY: as above.
+    let v_vmmcall = unsafe { hypercall(Via::Vmmcall, nr::XEN_VERSION, [XENVER_VERSION, 0, 0, 0, 0]) };
+    t.check("hypercall-vmmcall", v_vmmcall == v_page, format_args!("VMMCALL gave {v_vmmcall:#x}"));
+    // SAFETY: as above.
+    let v_vmcall = unsafe { hypercall(Via::Vmcall, nr::XEN_VERSION, [XENVER_VERSION, 0, 0, 0, 0]) };
+    t.check("hypercall-vmcall", v_vmcall == v_page, format_args!("VMCALL gave {v_vmcall:#x}"));
+
+    let mut extra = [0xffu8; 16];
+    // SAFETY: XENVER_extraversion writes 16 bytes to the buffer.
+    let rc =
+        unsafe { hypercall(Via::Page, nr::XEN_VERSION, [XENVER_EXTRAVERSION, extra.as_mut_ptr() as u64, 0, 0, 0]) };
+    let terminated = extra.contains(&0);
+    t.check("xen-extraversion", rc == 0 && terminated, format_args!("rc {rc}, NUL-terminated: {terminated}"));
+
+    let mut fi = [0u32; 2]; // submap_idx, submap
+                            // SAFETY: xen_feature_info is 8 bytes: the hypervisor writes the second word.
+    let rc = unsafe { hypercall(Via::Page, nr::XEN_VERSION, [XENVER_GET_FEATURES, fi.as_mut_ptr() as u64, 0, 0, 0]) };
+    let f = fi[1];
+    let want = (1 << 2) | (1 << 8) | (1 << 9); // auto_translated_physmap, hvm_callback_vector, hvm_safe_pvclock
+    t.check(
+        "xen-features-pvh",
+        rc == 0 && f & want == want && f & (1 << 10) == 0,
+        format_args!("rc {rc}, submap 0 = {f:#x}: need bits 2, 8, 9 and not 10 (hvm_pirqs)"),
+    );
+    // SAFETY: an unknown hypercall takes nothing.
+    let rc = unsafe { hypercall(Via::Vmmcall, 60, [0; 5]) };
+    t.check("unknown-hypercall-enosys", rc == ENOSYS, format_args!("hypercall 60 returned {rc}"));
+    let bad = 0xdead_0000_0000u64;
+    // SAFETY: deliberately passing an unmapped buffer: the hypervisor must refuse, not fault.
+    let rc = unsafe { hypercall(Via::Vmmcall, nr::XEN_VERSION, [XENVER_EXTRAVERSION, bad, 0, 0, 0]) };
+    t.check("bad-pointer-efault", rc == -14, format_args!("extraversion into an unmapped buffer returned {rc}"));
+
+    check_lapic_timer(t);
+}
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+const LAPIC: u64 = 0xfee0_0000;
+const TIMER_VECTOR: u8 = 0x40;
+
+fn lapic_write(reg: u64, v: u32) {
+    // SAFETY: the local APIC page (emulated by the hypervisor), identity-mapped by pvh-rt.
+    unsafe { core::ptr::write_volatile((LAPIC + reg) as *mut u32, v) }
+}
+
+fn lapic_read(reg: u64) -> u32 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile((LAPIC + reg) as *const u32) }
+}
+
+fn timer_tick(_: &mut pvh_rt::idt::Frame) {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    lapic_write(0xb0, 0); // EOI
+}
+
+/// The local APIC timer, periodic at about 1 ms, must interrupt at least 5 times within 1 s.
+fn check_lapic_timer(t: &mut Tap) {
+    pvh_rt::idt::register(TIMER_VECTOR, timer_tick);
+    let id = lapic_read(0x20) >> 24;
+    lapic_write(0xf0, 0x1ff); // software enable, spurious vector 0xff
+    lapic_write(0x3e0, 0xb); // divide by 1
+    lapic_write(0x320, TIMER_VECTOR as u32 | (1 << 17)); // periodic
+    lapic_write(0x380, 1_000_000);
+    let per_ms = tsc_per_ms();
+    let start = rdtsc();
+    // SAFETY: the IDT handles the timer vector.
+    unsafe { core::arch::asm!("sti") };
+    while TICKS.load(Ordering::Relaxed) < 5 && rdtsc() - start < 1000 * per_ms {
+        core::hint::spin_loop();
+    }
+    // SAFETY: interrupts off again.
+    unsafe { core::arch::asm!("cli") };
+    lapic_write(0x320, 1 << 16); // masked
+    let ticks = TICKS.load(Ordering::Relaxed);
+    t.check("lapic-id-bsp", id == 0, format_args!("APIC id {id}, expected 0 (2 x vcpu 0)"));
+    t.check("lapic-timer-interrupts", ticks >= 5, format_args!("{ticks} timer interrupts in 1 s"));
+}
+
+/// Burn CPU for `ms` milliseconds of TSC time.
+pub fn spin(ms: u64) {
+    let end = rdtsc() + ms * tsc_per_ms();
+    let mut n = 0u64;
+    while rdtsc() < end {
+        n = n.wrapping_add(1);
+        core::hint::spin_loop();
+    }
+    console::line(format_args!("probe: spun {ms} ms ({n} iterations)"));
+}
+
+/// SCHEDOP_shutdown with `reason`; never returns (if the hypervisor returns, halt).
+pub fn shutdown(reason: u32) -> ! {
+    let arg = reason;
+    // SAFETY: sched_shutdown is one u32.
+    unsafe { hypercall(Via::Vmmcall, nr::SCHED_OP, [SCHEDOP_SHUTDOWN, &arg as *const u32 as u64, 0, 0, 0]) };
+    console::line(format_args!("probe: still running after SCHEDOP_shutdown"));
+    loop {
+        // SAFETY: stopping this vCPU.
+        unsafe { core::arch::asm!("cli; hlt") };
+    }
+}
