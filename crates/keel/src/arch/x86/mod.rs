@@ -11,8 +11,10 @@ pub mod platform;
 pub mod power;
 pub mod serial;
 pub mod smp;
+pub mod svm;
 pub mod time;
 pub mod traps;
+pub mod virt;
 
 core::arch::global_asm!(
     r#"

@@ -67,6 +67,11 @@ pub struct PerCpu {
     pub stopped: AtomicBool,
     /// Cross-CPU function calls addressed to this CPU.
     pub call: CallMailbox,
+    /// The scheduler wants this CPU to reschedule (set by other CPUs, the timer, the KICK IPI).
+    pub need_resched: AtomicBool,
+    /// This CPU's SVM state (`None` until SVM is enabled on it). Locked by the CPU itself while
+    /// it runs a guest.
+    pub svm: spin::Mutex<Option<super::svm::CpuSvm>>,
 }
 
 // SAFETY: the raw self pointer is only an address, never used for mutation; everything shared
@@ -89,6 +94,8 @@ impl PerCpu {
             online: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             call: CallMailbox::new(),
+            need_resched: AtomicBool::new(false),
+            svm: spin::Mutex::new(None),
         }
     }
 }
