@@ -54,9 +54,9 @@ fn cargo_program() -> OsString {
 
 /// The freestanding binaries (built for [`KEEL_TARGET`] and copied to `build/`): keel and
 /// the test kernels.
-pub const FREESTANDING_BINS: &[&str] = &["keel", "badloader"];
+pub const FREESTANDING_BINS: &[&str] = &["keel", "badloader", "probe"];
 /// Workspace packages that only build for [`KEEL_TARGET`] (excluded from host tests).
-pub const FREESTANDING_PACKAGES: &[&str] = &["keel", "pvh-rt", "badloader"];
+pub const FREESTANDING_PACKAGES: &[&str] = &["keel", "pvh-rt", "badloader", "probe"];
 
 /// The arguments of the build of keel and the test kernels.
 pub fn keel_build_args(profile: Profile, target_dir: &Path) -> Vec<OsString> {
@@ -179,6 +179,8 @@ mod tests {
                 "keel",
                 "-p",
                 "badloader",
+                "-p",
+                "probe",
                 "--release",
                 "--target",
                 "x86_64-unknown-none",

@@ -147,6 +147,11 @@ pub fn write_line(level: Level, prefix: &str, args: fmt::Arguments<'_>) {
     emit(&mut STATE.lock());
 }
 
+/// A line of a guest's console output, prefixed with its domain: `(d1) text`.
+pub fn guest_line(domid: u16, text: &str) {
+    write_line(Level::Info, "", format_args!("(d{domid}) {text}"));
+}
+
 /// Print a line with no prefix at info level (the machine-parsed `keel: ready:` line).
 pub fn raw_line(args: fmt::Arguments<'_>) {
     write_line(Level::Info, "", args);

@@ -13,14 +13,18 @@ extern crate alloc;
 pub mod arch;
 pub mod boot;
 pub mod console;
+pub mod dom;
 pub mod heap;
+pub mod hypercall;
 pub mod mm;
+pub mod sched;
 pub mod selftest;
 pub mod sync;
+pub mod timers;
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use arch::x86::{apic, cpu, gdt, percpu, platform, smp, time, traps};
+use arch::x86::{apic, cpu, gdt, percpu, platform, smp, svm, time, traps};
 
 /// The boot CPU's entry from the 32-bit boot code: `magic` tells which loader started keel,
 /// `info` is the physical address of its information structure.
@@ -106,7 +110,54 @@ extern "C" fn bsp_main() -> ! {
         Some(keel_boot::cmdline::TestAction::Panic) => selftest::provoke_panic(),
         None => {}
     }
-    idle(opts.when_idle)
+
+    // Guests: SVM on every CPU, the scheduler, then the domains the boot modules describe.
+    if svm::features().is_none() || svm::init_permission_maps().is_none() {
+        log::warn!("keel runs no guests on this machine");
+        idle(opts.when_idle)
+    }
+    let me = percpu::this_cpu();
+    enable_virtualization(me);
+    sched::init(percpu::count() as u32);
+    GUESTS_READY.store(true, Ordering::Release);
+    for c in percpu::all().filter(|c| c.index != me.index) {
+        apic::send_ipi(apic::Dest::Apic(c.apic_id), apic::Delivery::Fixed, apic::KICK_VECTOR);
+    }
+    // Every CPU takes its SVM pages now; the memory balance starts after that.
+    let deadline = time::deadline_after_ms(1_000);
+    while !time::passed(deadline) && percpu::all().any(|c| c.online.load(Ordering::Acquire) && c.svm.lock().is_none()) {
+        core::hint::spin_loop();
+    }
+    FREE_BEFORE_DOMAINS.store(mm::free_frame_count(), Ordering::Release);
+    if dom::builder::build_boot_domains() == 0 {
+        idle(opts.when_idle)
+    }
+    sched::cpu_loop(me)
+}
+
+/// Set once the boot CPU has set up guest support; APs wait for it before scheduling.
+static GUESTS_READY: AtomicBool = AtomicBool::new(false);
+/// Free frames just before the first domain was built.
+static FREE_BEFORE_DOMAINS: AtomicU64 = AtomicU64::new(0);
+
+/// Turn SVM on for this CPU and keep its state in its per-CPU data.
+fn enable_virtualization(me: &'static percpu::PerCpu) {
+    svm::vcpu::enable_host_fpu_features();
+    match svm::enable_this_cpu() {
+        Some(s) => *me.svm.lock() = Some(s),
+        None => log::error!("svm: cannot enable SVM on cpu {}", me.index),
+    }
+}
+
+/// Every domain has been destroyed: report the memory balance and do what `when_idle=` says.
+pub fn all_domains_gone() {
+    let before = FREE_BEFORE_DOMAINS.load(Ordering::Acquire);
+    let now = mm::free_frame_count();
+    log::info!("mm: all domains destroyed: {} KiB free (before the first domain: {} KiB)", now * 4, before * 4);
+    match options().when_idle {
+        keel_boot::cmdline::WhenIdle::Stay => log::info!("no domain left; keel stays up"),
+        when => idle(when),
+    }
 }
 
 /// Nothing to run: do what `when_idle=` says.
@@ -186,9 +237,11 @@ fn ap_main(me: &'static percpu::PerCpu) -> ! {
     }
     me.online.store(true, Ordering::SeqCst);
     x86_64::instructions::interrupts::enable();
-    loop {
+    while !GUESTS_READY.load(Ordering::Acquire) {
         cpu::wait_for_interrupt();
     }
+    enable_virtualization(me);
+    sched::cpu_loop(me)
 }
 
 #[panic_handler]

@@ -213,9 +213,28 @@ pub fn summary() -> &'static MemorySummary {
     SUMMARY.get().expect("mm::init has run")
 }
 
-/// Allocate 2^order contiguous frames; `None` when memory is exhausted.
+/// Allocate 2^order contiguous frames for keel itself; `None` when memory is exhausted.
 pub fn alloc_frames(order: u8) -> Option<Pfn> {
     FRAMES.lock().as_mut()?.alloc(order).ok()
+}
+
+/// Allocate 2^order contiguous frames owned by `owner`.
+pub fn alloc_frames_for(order: u8, owner: keel_mm::Owner) -> Option<Pfn> {
+    FRAMES.lock().as_mut()?.alloc_owned(order, owner).ok()
+}
+
+/// Split `owner`'s allocated block at `pfn` (2^order frames) into blocks of 2^into frames.
+pub fn split_frames_of(pfn: Pfn, order: u8, into: u8, owner: keel_mm::Owner) -> bool {
+    FRAMES.lock().as_mut().is_some_and(|a| a.split_block(pfn, order, into, owner).is_ok())
+}
+
+/// Return `owner`'s frames (refused, and reported, if they are not `owner`'s).
+pub fn free_frames_of(pfn: Pfn, order: u8, owner: keel_mm::Owner) {
+    if let Some(a) = FRAMES.lock().as_mut() {
+        if let Err(e) = a.free_owned(pfn, order, owner) {
+            log::error!("mm: refused to free {:#x} (order {order}) for {owner:?}: {e}", pfn.as_u64());
+        }
+    }
 }
 
 /// Return frames from `alloc_frames` with the same order.
