@@ -137,6 +137,41 @@ pub enum Event {
         /// The module's index.
         index: u64,
     },
+    /// A guest's console line: `(d<N>) <text>`.
+    Guest {
+        /// The domain.
+        dom: u64,
+        /// The text.
+        text: String,
+    },
+    /// `(keel) d<N> (<name>): shut down: <reason>`.
+    DomainShutdown {
+        /// The domain.
+        dom: u64,
+        /// Xen's reason name (poweroff, reboot, crash, ...).
+        reason: String,
+    },
+    /// `(keel) error: d<N> (<name>): crashed: <why>`.
+    DomainCrashed {
+        /// The domain.
+        dom: u64,
+        /// Why.
+        why: String,
+    },
+    /// `(keel) d<N> (<name>): destroyed: ran <s>.<ms> s of CPU time, returned <K> KiB`.
+    DomainDestroyed {
+        /// The domain.
+        dom: u64,
+        /// CPU time in milliseconds.
+        runtime_ms: u64,
+    },
+    /// `(keel) mm: all domains destroyed: <K> KiB free (before the first domain: <K> KiB)`.
+    MemoryBalance {
+        /// Free KiB after.
+        after_kib: u64,
+        /// Free KiB before.
+        before_kib: u64,
+    },
     /// `(keel) at <file>:<line>:<col>`: where a panic happened.
     Location(String),
     /// `(keel) boot: module <i> content hash 0x<hex>`.
@@ -233,6 +268,51 @@ fn parse_fatal(rest: &str) -> Event {
     structured.unwrap_or_else(|| Event::Fatal { name: rest.to_string(), vector: None, cpu: None })
 }
 
+/// `(d<N>) <text>`, anywhere in the line (a guest line may follow noise).
+fn parse_guest(text: &str) -> Option<Result<Event, &'static str>> {
+    let start = text.find("(d")?;
+    let rest = &text[start + 2..];
+    let close = rest.find(") ")?;
+    let dom: u64 = rest[..close].parse().ok()?;
+    Some(Ok(Event::Guest { dom, text: rest[close + 2..].trim_end().to_string() }))
+}
+
+/// keel's lines about a domain's life, and the memory balance.
+fn parse_domain_event(line: &str) -> Option<Result<Event, &'static str>> {
+    if let Some(rest) = line.strip_prefix("mm: all domains destroyed: ") {
+        let parsed = rest.split_once(" KiB free (before the first domain: ").and_then(|(a, b)| {
+            Some(Event::MemoryBalance { after_kib: number(a)?, before_kib: number(b.strip_suffix(" KiB)")?)? })
+        });
+        return Some(parsed.ok_or("mm: all domains destroyed: <K> KiB free (before the first domain: <K> KiB)"));
+    }
+    let (is_error, rest) = match line.strip_prefix("error: ") {
+        Some(r) => (true, r),
+        None => (false, line),
+    };
+    let rest = rest.strip_prefix('d')?;
+    let (dom, rest) = rest.split_once(' ')?;
+    let dom: u64 = dom.parse().ok()?;
+    // "(<name>): <what>"
+    let what = rest.strip_prefix('(')?.split_once("): ")?.1;
+    if let Some(reason) = what.strip_prefix("shut down: ") {
+        return Some(Ok(Event::DomainShutdown { dom, reason: reason.to_string() }));
+    }
+    if let Some(why) = what.strip_prefix("crashed: ").filter(|_| is_error) {
+        return Some(Ok(Event::DomainCrashed { dom, why: why.to_string() }));
+    }
+    if let Some(ran) = what.strip_prefix("destroyed: ran ") {
+        let ms = ran.split_once(" s of CPU time").and_then(|(t, _)| {
+            let (s, ms) = t.split_once('.')?;
+            Some(number(s)? * 1000 + number(ms)?)
+        });
+        return Some(
+            ms.map(|runtime_ms| Event::DomainDestroyed { dom, runtime_ms })
+                .ok_or("destroyed: ran <s>.<ms> s of CPU time"),
+        );
+    }
+    None
+}
+
 /// The first whitespace-separated word of `s`.
 fn first_word(s: &str) -> &str {
     s.split_whitespace().next().unwrap_or("")
@@ -250,8 +330,14 @@ pub fn parse_line(text: &str) -> Option<Result<Event, &'static str>> {
         let kib = rest.strip_suffix(" KiB usable RAM").and_then(number);
         return check(kib.map(|kib| Event::LoaderExpectsUsable { kib }), "badloader: expect <K> KiB usable RAM");
     }
+    if let Some(guest) = parse_guest(text) {
+        return Some(guest);
+    }
     let body = &text[text.find(PREFIX)? + PREFIX.len()..];
     let line = body.trim_end();
+    if let Some(event) = parse_domain_event(line) {
+        return Some(event);
+    }
 
     if let Some(rest) = line.strip_prefix("boot: booted via ") {
         return check(parse_booted(rest), "boot: booted via <protocol> by <loader>");
@@ -400,6 +486,32 @@ mod tests {
         assert_eq!(ok("(keel) keel: ready: 2 cpus, 5 MiB free"), Event::Ready { cpus: 2, free_mib: 5 });
         assert!(malformed("keel: ready: many cpus, 5 MiB free"));
         assert!(malformed("keel: ready: 2 cpus"));
+    }
+
+    #[test]
+    fn domain_lines() {
+        assert_eq!(
+            ok("(d1) probe: 18 passed, 0 failed"),
+            Event::Guest { dom: 1, text: "probe: 18 passed, 0 failed".into() }
+        );
+        assert_eq!(
+            ok("(keel) d0 (Domain-0): shut down: poweroff"),
+            Event::DomainShutdown { dom: 0, reason: "poweroff".into() }
+        );
+        assert_eq!(
+            ok("(keel) error: d2 (d2): crashed: vCPU 0: triple fault"),
+            Event::DomainCrashed { dom: 2, why: "vCPU 0: triple fault".into() }
+        );
+        assert_eq!(
+            ok("(keel) d1 (web): destroyed: ran 1.020 s of CPU time, returned 32772 KiB"),
+            Event::DomainDestroyed { dom: 1, runtime_ms: 1020 }
+        );
+        assert_eq!(
+            ok("(keel) mm: all domains destroyed: 1041236 KiB free (before the first domain: 1041244 KiB)"),
+            Event::MemoryBalance { after_kib: 1041236, before_kib: 1041244 }
+        );
+        assert!(malformed("(keel) d1 (web): destroyed: ran lots s of CPU time"));
+        assert_eq!(parse_line("(keel) d1: build took 5 us"), None);
     }
 
     #[test]

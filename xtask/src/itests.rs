@@ -63,6 +63,8 @@ pub struct Files {
     pub keel_pvh: PathBuf,
     /// `build/badloader`: the test boot loader with hostile boot information.
     pub badloader: PathBuf,
+    /// `build/probe`: the probe guest.
+    pub probe: PathBuf,
     /// The first test module.
     pub mod1: PathBuf,
     /// The second test module.
@@ -84,6 +86,7 @@ impl Files {
             keel: ws.keel_image(),
             keel_pvh: build.join("keel-pvh"),
             badloader: build.join("badloader"),
+            probe: build.join("probe"),
             mod1: test.join("mod1.bin"),
             mod2: test.join("mod2.bin"),
             iso: test.join("grub-iso.iso"),
@@ -209,6 +212,41 @@ pub enum Expect {
     /// For each (module index, content), keel's content hash of that module matches the
     /// content: the module is intact after keel's boot-time allocations.
     ModuleHashes(Vec<(u64, Vec<u8>)>),
+    /// Domain `dom`'s probe printed exactly one summary, with no failures and at least
+    /// `min_passed` passes.
+    ProbePassed {
+        /// The domain.
+        dom: u64,
+        /// Fewest passed checks accepted.
+        min_passed: u64,
+    },
+    /// keel reported that domain `dom` shut down for `reason`.
+    Shutdown {
+        /// The domain.
+        dom: u64,
+        /// Xen's reason name.
+        reason: &'static str,
+    },
+    /// keel reported that domain `dom` crashed, with a message containing `why`.
+    Crashed {
+        /// The domain.
+        dom: u64,
+        /// Text the message must contain.
+        why: &'static str,
+    },
+    /// Once every domain was destroyed, free memory equals what it was before the first.
+    MemoryBalanced,
+    /// CPU time of domain `a` divided by that of `b` is `ratio` within `tolerance` (relative).
+    RuntimeRatio {
+        /// Numerator domain.
+        a: u64,
+        /// Denominator domain.
+        b: u64,
+        /// Expected ratio, in thousandths (2000 = 2.0).
+        ratio_milli: u64,
+        /// Allowed relative error in percent.
+        tolerance_percent: u64,
+    },
 }
 
 /// One QEMU integration test.
@@ -412,6 +450,102 @@ pub fn cases(files: &Files) -> Vec<TestCase> {
     cases.push(reboot);
 
     cases.push(hostile_boot(files));
+    cases.extend(guest_cases(files));
+    cases
+}
+
+/// Memory of each probe domain in the guest tests.
+const PROBE_MEM: &str = "mem=32M";
+/// Fewest checks a probe must pass (issue 3's set).
+pub const PROBE_MIN_PASSED: u64 = 18;
+
+fn probe_module(files: &Files, args: &str) -> InitrdModule {
+    InitrdModule { path: files.probe.clone(), args: args.to_string() }
+}
+
+/// A -kernel boot of keel with probe domains that must end with every domain gone, the
+/// memory balance even, and QEMU powered off.
+fn guest_case(
+    name: &str,
+    files: &Files,
+    smp: u32,
+    options: &str,
+    modules: Vec<InitrdModule>,
+    expect: Vec<Expect>,
+) -> TestCase {
+    let mut all = vec![Expect::CleanExit, Expect::Ready { cpus: smp.into() }, Expect::MemoryBalanced];
+    all.extend(expect);
+    TestCase {
+        name: name.into(),
+        machine: machine("max", smp, MemSize::from_gib(1)),
+        boot: kernel(&files.keel, &format!("{DEFAULT_OPTIONS} {options}"), modules),
+        stop: Stop::Exit,
+        timeout: KERNEL_TIMEOUT,
+        needs: vec![],
+        expect: all,
+    }
+}
+
+/// The integration tests of the issue "Run guests".
+pub fn guest_cases(files: &Files) -> Vec<TestCase> {
+    let passed = |dom| Expect::ProbePassed { dom, min_passed: PROBE_MIN_PASSED };
+    let poweroff = |dom| Expect::Shutdown { dom, reason: "poweroff" };
+    let domain =
+        |settings: &str, cmdline: &str| probe_module(files, &format!("domain {PROBE_MEM} {settings} -- {cmdline}"));
+    let mut cases = vec![guest_case(
+        "probe-dom0",
+        files,
+        2,
+        "dom0_mem=32M",
+        vec![probe_module(files, "")],
+        vec![passed(0), poweroff(0)],
+    )];
+    for smp in [1, 2] {
+        cases.push(guest_case(
+            &format!("probe-dom0less-smp{smp}"),
+            files,
+            smp,
+            "",
+            vec![domain("name=probe-a", ""), domain("name=probe-b", "")],
+            vec![passed(1), passed(2), poweroff(1), poweroff(2)],
+        ));
+    }
+    cases.push(guest_case(
+        "crash-triple-fault",
+        files,
+        2,
+        "",
+        vec![domain("", "probe.crash=triple-fault"), domain("", "")],
+        vec![
+            passed(1),
+            Expect::Crashed { dom: 1, why: "triple fault" },
+            Expect::Shutdown { dom: 1, reason: "crash" },
+            passed(2),
+            poweroff(2),
+        ],
+    ));
+    cases.push(guest_case(
+        "crash-outside-ram",
+        files,
+        2,
+        "",
+        vec![domain("", "probe.crash=outside-ram"), domain("", "")],
+        vec![
+            passed(1),
+            Expect::Crashed { dom: 1, why: "which is not the domain's memory" },
+            Expect::Shutdown { dom: 1, reason: "crash" },
+            passed(2),
+            poweroff(2),
+        ],
+    ));
+    cases.push(guest_case(
+        "sched-weights-1-2",
+        files,
+        1,
+        "",
+        vec![domain("weight=256", "probe.spin=3000"), domain("weight=512", "probe.spin=3000")],
+        vec![passed(1), passed(2), Expect::RuntimeRatio { a: 2, b: 1, ratio_milli: 2000, tolerance_percent: 10 }],
+    ));
     cases
 }
 
@@ -604,6 +738,101 @@ impl Expect {
                     if !reported.iter().any(|p| p.contains(text)) {
                         problems.push(format!("no memory-map problem reported containing '{text}'"));
                     }
+                }
+            }
+            Self::ProbePassed { dom, min_passed } => {
+                let summaries: Vec<&str> = console
+                    .select(|e| match e {
+                        Event::Guest { dom: d, text }
+                            if d == dom && text.starts_with("probe: ") && text.contains(" passed, ") =>
+                        {
+                            Some(text.as_str())
+                        }
+                        _ => None,
+                    })
+                    .map(|(_, t)| t)
+                    .collect();
+                match summaries.as_slice() {
+                    [] => problems.push(format!("d{dom}: no 'probe: <N> passed, <M> failed' line")),
+                    [one] => {
+                        let counts =
+                            one.strip_prefix("probe: ").and_then(|r| r.split_once(" passed, ")).and_then(|(p, f)| {
+                                Some((p.parse::<u64>().ok()?, f.strip_suffix(" failed")?.parse::<u64>().ok()?))
+                            });
+                        match counts {
+                            Some((p, 0)) if p >= *min_passed => {}
+                            Some((p, f)) => problems.push(format!(
+                                "d{dom}: probe says {p} passed, {f} failed (want 0 failed, at least {min_passed} passed)"
+                            )),
+                            None => problems.push(format!("d{dom}: cannot read the probe summary '{one}'")),
+                        }
+                    }
+                    more => problems.push(format!("d{dom}: {} probe summaries, expected one", more.len())),
+                }
+            }
+            Self::Shutdown { dom, reason } => {
+                let reasons: Vec<&str> = console
+                    .select(|e| match e {
+                        Event::DomainShutdown { dom: d, reason } if d == dom => Some(reason.as_str()),
+                        _ => None,
+                    })
+                    .map(|(_, r)| r)
+                    .collect();
+                if reasons != [*reason] {
+                    problems.push(format!("d{dom}: shut down {reasons:?}, expected exactly [\"{reason}\"]"));
+                }
+            }
+            Self::Crashed { dom, why } => {
+                let crashes: Vec<&str> = console
+                    .select(|e| match e {
+                        Event::DomainCrashed { dom: d, why } if d == dom => Some(why.as_str()),
+                        _ => None,
+                    })
+                    .map(|(_, w)| w)
+                    .collect();
+                if !crashes.iter().any(|w| w.contains(why)) {
+                    problems.push(format!("d{dom}: no crash report containing '{why}' (reports: {crashes:?})"));
+                }
+            }
+            Self::MemoryBalanced => {
+                let balance = console
+                    .select(|e| match e {
+                        Event::MemoryBalance { after_kib, before_kib } => Some((*after_kib, *before_kib)),
+                        _ => None,
+                    })
+                    .map(|(_, b)| b)
+                    .next();
+                match balance {
+                    None => problems.push("no 'mm: all domains destroyed' line".into()),
+                    Some((after, before)) if after != before => problems.push(format!(
+                        "{after} KiB free after every domain was destroyed, {before} KiB before the first: {} KiB leaked",
+                        before as i64 - after as i64
+                    )),
+                    Some(_) => {}
+                }
+            }
+            Self::RuntimeRatio { a, b, ratio_milli, tolerance_percent } => {
+                let (ratio, tolerance) = (*ratio_milli as f64 / 1000.0, *tolerance_percent as f64 / 100.0);
+                let runtime = |dom: u64| {
+                    console
+                        .select(|e| match e {
+                            Event::DomainDestroyed { dom: d, runtime_ms } if *d == dom => Some(*runtime_ms),
+                            _ => None,
+                        })
+                        .map(|(_, r)| r)
+                        .next()
+                };
+                match (runtime(*a), runtime(*b)) {
+                    (Some(ra), Some(rb)) if rb > 0 => {
+                        let got = ra as f64 / rb as f64;
+                        if (got / ratio - 1.0).abs() > tolerance {
+                            problems.push(format!(
+                                "d{a} ran {ra} ms, d{b} {rb} ms: ratio {got:.3}, expected {ratio} within {:.0} %",
+                                tolerance * 100.0
+                            ));
+                        }
+                    }
+                    (ra, rb) => problems.push(format!("no CPU time for d{a} ({ra:?} ms) or d{b} ({rb:?} ms)")),
                 }
             }
             Self::ModuleHashes(expected) => {
@@ -1169,7 +1398,13 @@ mod tests {
                 "pagefault-noreboot",
                 "panic",
                 "reboot",
-                "hostile-boot-info"
+                "hostile-boot-info",
+                "probe-dom0",
+                "probe-dom0less-smp1",
+                "probe-dom0less-smp2",
+                "crash-triple-fault",
+                "crash-outside-ram",
+                "sched-weights-1-2"
             ]
         );
     }

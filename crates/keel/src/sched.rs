@@ -158,7 +158,10 @@ pub fn cpu_loop(me: &'static PerCpu) -> ! {
 /// blocked vCPU's timer).
 fn idle(me: &'static PerCpu, until: Option<u64>) {
     let now = time::now_ns();
-    let next = [until, crate::timers::earliest_for(me.index)].into_iter().flatten().min();
+    // A domain whose destruction had to wait (a CPU was still leaving one of its vCPUs) is
+    // retried shortly rather than when something else happens.
+    let retry = (me.index == 0 && dom::destroy_pending()).then_some(now + 1_000_000);
+    let next = [until, crate::timers::earliest_for(me.index), retry].into_iter().flatten().min();
     apic::timer_oneshot(next.map_or(0, |n| n.saturating_sub(now).max(1_000)));
     x86_64::instructions::interrupts::disable();
     if !me.need_resched.load(Ordering::Acquire) {

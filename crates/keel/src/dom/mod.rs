@@ -363,6 +363,11 @@ fn schedule_destroy(id: DomId) {
     crate::sched::kick_idle();
 }
 
+/// Whether a domain is waiting to be destroyed.
+pub fn destroy_pending() -> bool {
+    !TO_DESTROY.lock().is_empty()
+}
+
 /// Destroy the domains that have shut down and whose vCPUs have all stopped running (called
 /// from CPUs' idle paths). Returns how many were destroyed.
 pub fn reap() -> usize {
@@ -394,12 +399,11 @@ fn destroy(d: &Arc<Domain>, runtime_ns: u64) {
         crate::mm::free_frames(mfn, 0);
     }
     log::info!(
-        "d{} ({}): destroyed: ran {}.{:03} s on {} vCPUs, returned {} KiB",
+        "d{} ({}): destroyed: ran {}.{:03} s of CPU time, returned {} KiB",
         d.id,
         d.display_name(),
         runtime_ns / 1_000_000_000,
         runtime_ns / 1_000_000 % 1000,
-        d.vcpus.len(),
         pages * 4
     );
     for v in &d.vcpus {
