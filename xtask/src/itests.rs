@@ -220,6 +220,13 @@ pub enum Expect {
         /// Fewest passed checks accepted.
         min_passed: u64,
     },
+    /// Domain `dom`'s probe printed `ok <n> - <name>` for this check.
+    ProbeCheck {
+        /// The domain.
+        dom: u64,
+        /// The check's name.
+        name: &'static str,
+    },
     /// keel reported that domain `dom` shut down for `reason`.
     Shutdown {
         /// The domain.
@@ -457,7 +464,7 @@ pub fn cases(files: &Files) -> Vec<TestCase> {
 /// Memory of each probe domain in the guest tests.
 const PROBE_MEM: &str = "mem=32M";
 /// Fewest checks a probe must pass (issue 3's set).
-pub const PROBE_MIN_PASSED: u64 = 18;
+pub const PROBE_MIN_PASSED: u64 = 20;
 
 fn probe_module(files: &Files, args: &str) -> InitrdModule {
     InitrdModule { path: files.probe.clone(), args: args.to_string() }
@@ -510,6 +517,21 @@ pub fn guest_cases(files: &Files) -> Vec<TestCase> {
             vec![passed(1), passed(2), poweroff(1), poweroff(2)],
         ));
     }
+    cases.push(guest_case(
+        "probe-smp-init-sipi-halt",
+        files,
+        2,
+        "",
+        vec![domain("vcpus=3", "probe.exit=halt")],
+        vec![
+            Expect::ProbePassed { dom: 1, min_passed: PROBE_MIN_PASSED + 2 },
+            Expect::ProbeCheck { dom: 1, name: "smp-start-aps-init-sipi" },
+            Expect::ProbeCheck { dom: 1, name: "smp-nmi-ipi" },
+            Expect::ProbeCheck { dom: 1, name: "x2apic-mode" },
+            // Every vCPU halted with interrupts off: power-off, by Xen's rule.
+            poweroff(1),
+        ],
+    ));
     cases.push(guest_case(
         "crash-triple-fault",
         files,
@@ -768,6 +790,17 @@ impl Expect {
                         }
                     }
                     more => problems.push(format!("d{dom}: {} probe summaries, expected one", more.len())),
+                }
+            }
+            Self::ProbeCheck { dom, name } => {
+                let passed = console.entries.iter().any(|e| match &e.event {
+                    Event::Guest { dom: d, text } => {
+                        d == dom && text.starts_with("ok ") && text.split_once(" - ").is_some_and(|(_, n)| n == *name)
+                    }
+                    _ => false,
+                });
+                if !passed {
+                    problems.push(format!("d{dom}: no 'ok <n> - {name}' line"));
                 }
             }
             Self::Shutdown { dom, reason } => {
@@ -1402,6 +1435,7 @@ mod tests {
                 "probe-dom0",
                 "probe-dom0less-smp1",
                 "probe-dom0less-smp2",
+                "probe-smp-init-sipi-halt",
                 "crash-triple-fault",
                 "crash-outside-ram",
                 "sched-weights-1-2"

@@ -48,13 +48,27 @@ impl Tap {
     }
 }
 
-fn rdtsc() -> u64 {
+/// The TSC.
+pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Busy-wait `us` microseconds.
+pub fn spin_us(us: u64) {
+    let end = rdtsc() + us * tsc_per_ms() / 1000;
+    while rdtsc() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// This vCPU's local APIC id (xAPIC ID register).
+pub fn lapic_id() -> u32 {
+    lapic_read(0x20) >> 24
+}
+
 /// TSC ticks per millisecond, from Xen's CPUID leaf base+3 (guest TSC kHz), else 1 GHz.
-fn tsc_per_ms() -> u64 {
+pub fn tsc_per_ms() -> u64 {
     match cpuid_base() {
         Some((base, max)) if max >= base + 3 => match cpuid(base + 3, 0)[2] {
             0 => 1_000_000,
@@ -172,7 +186,7 @@ fn timer_tick(_: &mut pvh_rt::idt::Frame) {
 /// The local APIC timer, periodic at about 1 ms, must interrupt at least 5 times within 1 s.
 fn check_lapic_timer(t: &mut Tap) {
     pvh_rt::idt::register(TIMER_VECTOR, timer_tick);
-    let id = lapic_read(0x20) >> 24;
+    let id = lapic_id();
     lapic_write(0xf0, 0x1ff); // software enable, spurious vector 0xff
     lapic_write(0x3e0, 0xb); // divide by 1
     lapic_write(0x320, TIMER_VECTOR as u32 | (1 << 17)); // periodic

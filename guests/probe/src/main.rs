@@ -7,12 +7,14 @@
 //!
 //! Options (its command line): `probe.crash=outside-ram|triple-fault` (misbehave on purpose
 //! after the checks, to show that only this domain dies), `probe.spin=<ms>` (burn CPU for that
-//! long before shutting down: scheduler tests), `probe.name=<text>` (prefix for its lines).
+//! long before shutting down: scheduler tests), `probe.exit=halt` (end with every vCPU halted
+//! with interrupts off, which a Xen-compatible hypervisor treats as power-off).
 #![no_std]
 #![no_main]
 
 mod checks;
 mod console;
+mod smp;
 
 use xen_abi::start_info::{HvmStartInfo, MAGIC};
 
@@ -23,6 +25,9 @@ pub struct Options {
     pub crash: Option<Crash>,
     /// Burn CPU for this many milliseconds before shutting down.
     pub spin_ms: u64,
+    /// End by stopping every vCPU (INIT the APs, HLT with interrupts off on this one) instead
+    /// of SCHEDOP_shutdown: Xen then powers the domain off.
+    pub halt: bool,
 }
 
 /// Ways to misbehave.
@@ -41,6 +46,7 @@ fn parse_options(cmdline: &str) -> Options {
             Some(("probe.crash", "outside-ram")) => o.crash = Some(Crash::OutsideRam),
             Some(("probe.crash", "triple-fault")) => o.crash = Some(Crash::TripleFault),
             Some(("probe.spin", ms)) => o.spin_ms = ms.parse().unwrap_or(0),
+            Some(("probe.exit", "halt")) => o.halt = true,
             _ => {}
         }
     }
@@ -73,6 +79,9 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     let mut t = checks::Tap::new();
     t.check("start-info-magic", si.magic == MAGIC, format_args!("magic {:#x}", si.magic));
     checks::run_all(&mut t, &si);
+    let my_apic_id = checks::lapic_id();
+    smp::run(&mut t, si.rsdp_paddr);
+    smp::check_x2apic(&mut t);
     console::line(format_args!("probe: {} passed, {} failed", t.passed, t.failed));
 
     if opts.spin_ms > 0 {
@@ -96,6 +105,14 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
             }
         }
         None => {}
+    }
+    if opts.halt {
+        console::line(format_args!("probe: stopping every vCPU"));
+        smp::stop_aps(si.rsdp_paddr, my_apic_id);
+        loop {
+            // SAFETY: HLT with interrupts off on every vCPU: the domain powers off.
+            unsafe { core::arch::asm!("cli; hlt") };
+        }
     }
     checks::shutdown(xen_abi_shutdown::POWEROFF)
 }
