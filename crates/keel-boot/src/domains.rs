@@ -14,7 +14,8 @@
 //!
 //! Settings: `name=` (default `d<n>`), `mem=` (size with K/M/G suffix, default 128M),
 //! `vcpus=` (default 1), `weight=` (1-65535, default 256), `cap=` (percent of one CPU, 0 =
-//! none), and `dom0` (make this domain the privileged dom0; at most one). A module whose
+//! none), `cpus=` (hard affinity of every vCPU: a list of CPUs and ranges below 64, e.g.
+//! `cpus=0-1,3`; default all), and `dom0` (make this domain the privileged dom0; at most one). A module whose
 //! arguments begin with `initrd` is the initrd of the domain before it. Every other module is
 //! reported and ignored. Domains built this way are unprivileged unless marked `dom0`.
 
@@ -40,6 +41,8 @@ pub struct BootDomain<'a> {
     pub weight: u16,
     /// Scheduler cap in percent.
     pub cap: u16,
+    /// Hard affinity: bit n = physical CPU n (`None`: every CPU).
+    pub cpus: Option<u64>,
     /// Index of its kernel module.
     pub kernel: usize,
     /// Index of its initrd module.
@@ -88,6 +91,27 @@ impl core::fmt::Display for DomainWarning<'_> {
     }
 }
 
+/// Parse a CPU list such as `0-3,5` into a bitmask (CPUs 0 to 63); `None` if malformed or empty.
+fn parse_cpu_list(s: &str) -> Option<u64> {
+    let mut mask = 0u64;
+    for part in s.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let n = part.parse::<u32>().ok()?;
+                (n, n)
+            }
+        };
+        if a > b || b > 63 {
+            return None;
+        }
+        for c in a..=b {
+            mask |= 1 << c;
+        }
+    }
+    (mask != 0).then_some(mask)
+}
+
 /// Parse a size: decimal with an optional K, M, G or T suffix (bytes without one).
 fn parse_size(s: &str) -> Option<u64> {
     let (digits, shift) = match s.as_bytes().last()? {
@@ -120,6 +144,7 @@ pub fn plan<'a>(
                 vcpus: None,
                 weight: 256,
                 cap: 0,
+                cpus: None,
                 kernel: 0,
                 initrd: (args.len() > 1).then_some(1),
                 cmdline: cmdline.trim(),
@@ -154,6 +179,7 @@ pub fn plan<'a>(
                     vcpus: Some(1),
                     weight: 256,
                     cap: 0,
+                    cpus: None,
                     kernel: index,
                     initrd: None,
                     cmdline,
@@ -182,6 +208,7 @@ pub fn plan<'a>(
                             .is_some(),
                         Some(("weight", v)) => v.parse::<u16>().ok().filter(|&w| w > 0).map(|w| d.weight = w).is_some(),
                         Some(("cap", v)) => v.parse::<u16>().ok().map(|c| d.cap = c).is_some(),
+                        Some(("cpus", v)) => parse_cpu_list(v).map(|m| d.cpus = Some(m)).is_some(),
                         _ => false,
                     };
                     if !ok {
@@ -271,6 +298,20 @@ mod tests {
                 DomainWarning::SecondDom0 { index: 5 },
             ]
         );
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-3,5"), Some(0b10_1111));
+        assert_eq!(parse_cpu_list("63"), Some(1 << 63));
+        assert_eq!(parse_cpu_list("64"), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("1,,2"), None);
+        let (d, w) = run(&["domain cpus=1 --", "domain cpus=x --"]);
+        assert_eq!((d[0].cpus, d[1].cpus), (Some(2), None));
+        assert_eq!(w, [DomainWarning::BadSetting { index: 1, setting: "cpus=x" }]);
     }
 
     #[test]

@@ -45,10 +45,20 @@ fn kick_cpu(c: u32) {
     }
 }
 
-/// Register a new domain and its vCPUs (all asleep) with the policy.
-pub fn add_domain(d: &Arc<Domain>, weight: u16, cap: u16) {
+/// Register a new domain and its vCPUs (all asleep) with the policy; `affinity` (bit n = CPU
+/// n) restricts where they may run.
+pub fn add_domain(d: &Arc<Domain>, weight: u16, cap: u16, affinity: Option<u64>) {
     with(|s| {
-        let all = s.cpus();
+        let mut all = s.cpus();
+        if let Some(mask) = affinity {
+            let wanted: CpuSet = (0..64).filter(|c| mask & (1 << c) != 0).map(Cpu).collect();
+            let usable = CpuSet::from_iter(all.iter().filter(|c| wanted.contains(*c)));
+            if usable.is_empty() {
+                log::warn!("d{}: none of the CPUs in its affinity is online; it may run on any", d.id);
+            } else {
+                all = usable;
+            }
+        }
         if let Err(e) = s.add_domain(DomKey(d.id as u32), weight, cap) {
             log::error!("sched: d{}: {e:?}", d.id);
         }

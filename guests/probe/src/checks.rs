@@ -161,6 +161,87 @@ pub fn run_all(t: &mut Tap, _si: &HvmStartInfo) {
     t.check("bad-pointer-efault", rc == -14, format_args!("extraversion into an unmapped buffer returned {rc}"));
 
     check_lapic_timer(t);
+    check_io(t);
+    check_sched(t);
+    check_shared_info(t);
+}
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static mut SHARED_INFO: Page = Page([0xaa; 4096]);
+
+/// XENMEM_add_to_physmap of the shared_info page over one of the probe's own pages: it must
+/// succeed and the page must then read as the hypervisor's (zeroed or initialised, but no
+/// longer the 0xaa bytes the probe put there).
+fn check_shared_info(t: &mut Tap) {
+    let gpfn = core::ptr::addr_of!(SHARED_INFO) as u64 >> 12; // identity map: gva = gpa
+                                                              // struct xen_add_to_physmap: domid (DOMID_SELF), size, space (shared_info), idx, gpfn.
+    let mut xatp = [0u8; 24];
+    xatp[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes());
+    xatp[16..24].copy_from_slice(&gpfn.to_le_bytes());
+    // SAFETY: a valid xen_add_to_physmap; the page it names is the probe's own, unused.
+    let rc = unsafe { hypercall(Via::Vmmcall, 12, [7, xatp.as_ptr() as u64, 0, 0, 0]) };
+    // SAFETY: the page is now the hypervisor's shared_info, mapped where the probe's was.
+    let first = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(SHARED_INFO.0[3000])) };
+    t.check("memory-op-shared-info", rc == 0 && first != 0xaa, format_args!("rc {rc}, byte 3000 = {first:#x}"));
+}
+
+/// Port 0xE9 takes `rep outsb` from a buffer (through the guest's page tables); every other
+/// port reads all-ones, also with `rep insw`.
+fn check_io(t: &mut Tap) {
+    let msg = b"probe: string I/O to port 0xe9 works\n";
+    // SAFETY: OUTSB from a valid buffer to the debug port.
+    unsafe {
+        core::arch::asm!("rep outsb", inout("rsi") msg.as_ptr() => _, inout("rcx") msg.len() => _, in("dx") 0xe9u16,
+            options(nostack, readonly))
+    };
+    let b: u8;
+    let l: u32;
+    // SAFETY: reads of unassigned ports have no effect.
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") 0x80u16, out("al") b, options(nomem, nostack));
+        core::arch::asm!("in eax, dx", in("dx") 0xcfcu16, out("eax") l, options(nomem, nostack));
+    }
+    let mut words = [0u16; 8];
+    // SAFETY: INSW into a valid buffer from an unassigned port.
+    unsafe {
+        core::arch::asm!("rep insw", inout("rdi") words.as_mut_ptr() => _, inout("rcx") words.len() => _, in("dx") 0x60u16,
+            options(nostack))
+    };
+    t.check(
+        "io-unassigned-ports-read-ones",
+        b == 0xff && l == 0xffff_ffff && words.iter().all(|&w| w == 0xffff),
+        format_args!("in 0x80 = {b:#x}, in 0xcfc = {l:#x}, rep insw 0x60 = {words:x?}"),
+    );
+}
+
+/// SCHEDOP_yield returns 0; SCHEDOP_block returns once an interrupt (a one-shot local APIC
+/// timer) is pending.
+fn check_sched(t: &mut Tap) {
+    // SAFETY: yield takes no argument.
+    let rc = unsafe { hypercall(Via::Vmmcall, nr::SCHED_OP, [0, 0, 0, 0, 0]) };
+    t.check("sched-yield", rc == 0, format_args!("SCHEDOP_yield returned {rc}"));
+    let before = TICKS.load(Ordering::Relaxed);
+    lapic_write(0x320, TIMER_VECTOR as u32); // one-shot
+    lapic_write(0x380, 2_000_000); // 20 ms at 100 MHz
+    let start = rdtsc();
+    // SAFETY: block with interrupts enabled: the timer's interrupt wakes the vCPU and is then
+    // delivered (STI's shadow covers the VMMCALL, so none is taken before the block).
+    let rc = unsafe {
+        let rc: i64;
+        core::arch::asm!("sti", "vmmcall", "cli", inout("rax") nr::SCHED_OP as i64 => rc, inout("rdi") 1u64 => _,
+            inout("rsi") 0u64 => _, out("rcx") _, out("rdx") _, out("r8") _, out("r9") _, out("r10") _, out("r11") _);
+        rc
+    };
+    let waited_ms = (rdtsc() - start) / tsc_per_ms();
+    // SAFETY: take the pending timer interrupt.
+    unsafe { core::arch::asm!("sti", "nop", "cli") };
+    let ticks = TICKS.load(Ordering::Relaxed) - before;
+    t.check(
+        "sched-block-until-interrupt",
+        rc == 0 && ticks >= 1 && waited_ms >= 5,
+        format_args!("SCHEDOP_block returned {rc} after {waited_ms} ms, {ticks} timer interrupt(s)"),
+    );
 }
 
 static TICKS: AtomicU64 = AtomicU64::new(0);

@@ -78,18 +78,20 @@ pub fn build_boot_domains() -> usize {
         log::info!("boot: no domain to build");
         return 0;
     }
-    let mut started = 0;
+    // Build them all, then start them together: no domain gets a head start on the others
+    // while they are still being built.
+    let mut built = Vec::new();
     for plan in plans.iter().flatten().take(n) {
         match build_one(plan) {
-            Ok(d) => {
-                d.unpause();
-                d.vcpus[0].start();
-                started += 1;
-            }
+            Ok(d) => built.push(d),
             Err(e) => log::error!("boot: cannot build the domain of module {}: {e}", plan.kernel),
         }
     }
-    started
+    for d in &built {
+        d.unpause();
+        d.vcpus[0].start();
+    }
+    built.len()
 }
 
 fn build_one(plan: &BootDomain<'_>) -> Result<Arc<Domain>, BuildError> {
@@ -136,6 +138,7 @@ fn build_one(plan: &BootDomain<'_>) -> Result<Arc<Domain>, BuildError> {
         max_pages: pages,
         weight: plan.weight,
         cap: plan.cap,
+        cpus: plan.cpus,
     };
     let d = super::create(if plan.dom0 { Some(0) } else { None }, &cfg).map_err(BuildError::Create)?;
     let result = (|| {

@@ -93,6 +93,8 @@ pub struct DomainConfig {
     pub weight: u16,
     /// Scheduler cap in percent of one CPU (0 = none).
     pub cap: u16,
+    /// Hard affinity of every vCPU: bit n = physical CPU n (`None`: every CPU).
+    pub cpus: Option<u64>,
 }
 
 /// A live domain.
@@ -352,7 +354,7 @@ pub fn create(id: Option<DomId>, cfg: &DomainConfig) -> Result<Arc<Domain>, Crea
         shared_info: IrqMutex::new(SharedInfoSlot { mfn: None, gfn: None }),
         special_pfn_base: AtomicU64::new(0),
     });
-    crate::sched::add_domain(&d, cfg.weight, cfg.cap);
+    crate::sched::add_domain(&d, cfg.weight, cfg.cap, cfg.cpus);
     DOMAINS.lock().insert(id, d.clone());
     EVER_CREATED.store(true, Ordering::Release);
     Ok(d)
