@@ -154,11 +154,22 @@ pub fn host_test_args() -> Vec<&'static str> {
     args
 }
 
-/// Runs the host unit tests with inherited output; returns success.
+/// Runs the host unit tests with inherited output, then keel-loader's tests against Debian's
+/// real kernels (fetched first); returns success.
 pub fn host_tests(ws: &Workspace) -> Result<bool> {
     let status = Command::new(cargo_program())
         .current_dir(&ws.root)
         .args(host_test_args())
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        return Ok(false);
+    }
+    let kernels = crate::debian::kernels(ws).context("fetching Debian's kernels for keel-loader's tests")?;
+    let status = Command::new(cargo_program())
+        .current_dir(&ws.root)
+        .args(["test", "--release", "-p", "keel-loader", "--features", "debian-kernels", "--", "debian"])
+        .env("KEEL_DEBIAN_KERNELS", &kernels)
         .status()
         .context("cannot run cargo test")?;
     Ok(status.success())

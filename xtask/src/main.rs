@@ -11,6 +11,7 @@
 mod bench;
 mod cargo;
 mod console;
+mod debian;
 mod grub;
 mod hostdeps;
 mod itests;
