@@ -7,7 +7,7 @@
 //!
 //! Options (its command line): `probe.crash=outside-ram|triple-fault` (misbehave on purpose
 //! after the checks, to show that only this domain dies), `probe.spin=<ms>` (burn CPU for that
-//! long before shutting down: scheduler tests), `probe.exit=halt` (end with every vCPU halted
+//! long before shutting down: scheduler tests), `probe.bench` (micro-benchmarks), `probe.exit=halt` (end with every vCPU halted
 //! with interrupts off, which a Xen-compatible hypervisor treats as power-off).
 #![no_std]
 #![no_main]
@@ -25,6 +25,8 @@ pub struct Options {
     pub crash: Option<Crash>,
     /// Burn CPU for this many milliseconds before shutting down.
     pub spin_ms: u64,
+    /// Run the micro-benchmarks after the checks.
+    pub bench: bool,
     /// End by stopping every vCPU (INIT the APs, HLT with interrupts off on this one) instead
     /// of SCHEDOP_shutdown: Xen then powers the domain off.
     pub halt: bool,
@@ -47,6 +49,7 @@ fn parse_options(cmdline: &str) -> Options {
             Some(("probe.crash", "triple-fault")) => o.crash = Some(Crash::TripleFault),
             Some(("probe.spin", ms)) => o.spin_ms = ms.parse().unwrap_or(0),
             Some(("probe.exit", "halt")) => o.halt = true,
+            None if word == "probe.bench" => o.bench = true,
             _ => {}
         }
     }
@@ -83,6 +86,9 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     smp::run(&mut t, si.rsdp_paddr);
     smp::check_x2apic(&mut t);
     console::line(format_args!("probe: {} passed, {} failed", t.passed, t.failed));
+    if opts.bench {
+        checks::bench_null_hypercall();
+    }
 
     if opts.spin_ms > 0 {
         checks::spin(opts.spin_ms);
