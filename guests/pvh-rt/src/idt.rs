@@ -1,5 +1,5 @@
 //! Interrupts and exceptions for test kernels: one IDT, 256 stubs that save the scratch
-//! registers and call the kernel's registered handler for the vector.
+//! registers (and RBX, which they use) and call the kernel's registered handler for the vector.
 //!
 //! An exception with no handler prints what happened on the console the kernel chose (see
 //! `set_fatal_sink`) and stops the CPU, so a failing check never silently hangs.
@@ -19,6 +19,7 @@ pub struct Frame {
     pub rdx: u64,
     pub rcx: u64,
     pub rax: u64,
+    pub rbx: u64,
     pub vector: u64,
     pub error_code: u64,
     pub rip: u64,
@@ -46,6 +47,7 @@ pvh_rt_stubs:
     .set vec, vec + 1
     .endr
 pvh_rt_trap_common:
+    pushq %rbx                      /* the stub uses it below: the interrupted code's value */
     pushq %rax
     pushq %rcx
     pushq %rdx
@@ -70,6 +72,7 @@ pvh_rt_trap_common:
     popq %rdx
     popq %rcx
     popq %rax
+    popq %rbx
     addq $16, %rsp
     iretq
 "#,
