@@ -425,12 +425,20 @@ impl SvmVcpu {
     }
 
     /// Save this vCPU's FPU/SSE/AVX state from the CPU (it stops running here).
-    pub fn save_fpu(&self) {
+    ///
+    /// XCR0 is read back first: a CPU that does not intercept XSETBV (QEMU 7.2's TCG does
+    /// not) lets the guest set it directly, so the value in the CPU is the guest's, whatever
+    /// keel last saw. It can only hold components the CPU supports, for which the save area is
+    /// sized.
+    pub fn save_fpu(&mut self) {
         let layout = fpu_layout();
         let area = paging::phys_to_virt(self.fpu_pa);
-        // SAFETY: as in `load_fpu`; XCR0 still holds this vCPU's value.
+        // SAFETY: as in `load_fpu`; XCR0 holds this vCPU's value (read back here).
         unsafe {
             if layout.xsave {
+                let (lo, hi): (u32, u32);
+                core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack));
+                self.xcr0 = (hi as u64) << 32 | lo as u64;
                 core::arch::asm!("xsave64 [{}]", in(reg) area, in("eax") u32::MAX, in("edx") u32::MAX, options(nostack));
             } else {
                 core::arch::asm!("fxsave64 [{}]", in(reg) area, options(nostack));
