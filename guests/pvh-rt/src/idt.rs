@@ -119,6 +119,11 @@ pub fn register(vector: u8, handler: Handler) {
     HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
 }
 
+/// Stop handling `vector` (an exception there is fatal again).
+pub fn unregister(vector: u8) {
+    HANDLERS[vector as usize].store(0, Ordering::Release);
+}
+
 /// Where unhandled exceptions are reported (a function printing one line).
 pub fn set_fatal_sink(sink: fn(core::fmt::Arguments<'_>)) {
     FATAL_SINK.store(sink as usize, Ordering::Release);

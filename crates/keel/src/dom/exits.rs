@@ -3,8 +3,10 @@
 //! The platform a PVH guest sees: CPUID and MSRs per `keel-guest`'s policy; port 0xE9 is a
 //! debug console and every other I/O port reads as all-ones and ignores writes (Xen's null
 //! handler); the local APIC page is emulated (`keel-vlapic`, instructions decoded by
-//! `keel-x86` since there are no decode assists on QEMU's TCG); VMMCALL, and VMCALL (#UD on
-//! AMD), are hypercalls. Anything keel cannot make sense of crashes only this domain, with a
+//! `keel-x86` since there are no decode assists on QEMU's TCG); VMMCALL is a hypercall.
+//! Intel's VMCALL is not: on AMD it raises #UD in the guest, exactly as on Xen 4.17, which
+//! intercepts #UD only for cross-vendor guests (a guest that sees an AMD CPU uses VMMCALL;
+//! emulating on #UD would only widen the attack surface). Anything keel cannot make sense of crashes only this domain, with a
 //! report naming the exit and the vCPU's registers.
 
 use alloc::sync::Arc;
@@ -60,17 +62,6 @@ pub fn handle(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw, exit: Exit) -> Next {
                 return crash(v, d, hw, "cannot read the VMMCALL instruction");
             }
             crate::hypercall::dispatch(v, d, hw)
-        }
-        Exit::Exception { vector: vector::UD, .. } => {
-            // Intel's VMCALL raises #UD on AMD: it is a hypercall too (as on Xen).
-            let mut insn = [0u8; 3];
-            let rip = linear_rip(hw);
-            if guestmem::read_linear(d, hw, rip, &mut insn, true).is_ok() && insn == [0x0f, 0x01, 0xc1] {
-                hw.cpu.set_rip(hw.cpu.rip().wrapping_add(3));
-                return crate::hypercall::dispatch(v, d, hw);
-            }
-            hw.cpu.inject(Event::Exception(vector::UD, None));
-            Next::Continue
         }
         Exit::Exception { vector, error_code } => {
             hw.cpu.inject(Event::Exception(vector, error_code));

@@ -19,7 +19,7 @@ pub enum Exit {
     Hlt,
     /// The vendor's hypercall instruction (VMMCALL on AMD).
     Hypercall,
-    /// An exception keel intercepts (e.g. #UD, to catch VMCALL on AMD).
+    /// An exception keel intercepts (none today; reflected into the guest if one arrives).
     Exception {
         /// Vector.
         vector: u8,
