@@ -1,0 +1,2 @@
+//! Event channels (skeleton; being written).
+#![no_std]

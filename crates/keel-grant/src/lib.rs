@@ -1,0 +1,2 @@
+//! Grant tables (skeleton; being written).
+#![no_std]
