@@ -223,6 +223,40 @@ fn xen_leaf(ctx: &Context, off: u32, sub: u32) -> [u32; 4] {
     }
 }
 
+/// The CR4 bits a guest may set, from the features its CPUID shows (as Xen's
+/// `hvm_cr4_guest_valid_bits`): the architectural base set plus each feature's bit.
+pub fn cr4_valid_bits(host: &dyn Fn(u32, u32) -> [u32; 4], ctx: &Context) -> u64 {
+    let l1 = guest_cpuid(host, ctx, 1, 0);
+    let l7 = guest_cpuid(host, ctx, 7, 0);
+    let (ecx1, edx1, ebx7, ecx7) = (l1[2], l1[3], l7[1], l7[2]);
+    let has = |reg: u32, bit: u32| reg & (1 << bit) != 0;
+    let mut v = 0u64;
+    let mut set = |cond: bool, bit: u32| {
+        if cond {
+            v |= 1 << bit;
+        }
+    };
+    set(has(edx1, 1), 0); // VME
+    set(has(edx1, 1), 1); // PVI
+    set(has(edx1, 4), 2); // TSD (with the TSC)
+    set(has(edx1, 2), 3); // DE
+    set(has(edx1, 3), 4); // PSE
+    set(has(edx1, 6), 5); // PAE
+    set(has(edx1, 7), 6); // MCE
+    set(has(edx1, 13), 7); // PGE
+    set(true, 8); // PCE
+    set(has(edx1, 24), 9); // OSFXSR
+    set(has(edx1, 25), 10); // OSXMMEXCPT
+    set(has(ecx7, 2), 11); // UMIP
+    set(has(ebx7, 0), 16); // FSGSBASE
+    set(has(ecx1, 17), 17); // PCIDE
+    set(has(ecx1, 26), 18); // OSXSAVE
+    set(has(ebx7, 7), 20); // SMEP
+    set(has(ebx7, 20), 21); // SMAP
+    set(has(ecx7, 3), 22); // PKE
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +351,24 @@ mod tests {
     fn physical_address_width_is_capped() {
         let c = ctx(0);
         assert_eq!(guest_cpuid(&host, &c, 0x8000_0008, 0)[0] & 0xff, 40);
+    }
+
+    #[test]
+    fn cr4_bits_follow_the_features() {
+        let ctx = Context { vcpus: 1, ..Default::default() };
+        let none = |_: u32, _: u32| [0u32; 4];
+        let bare = cr4_valid_bits(&none, &ctx);
+        assert_eq!(bare & (1 << 5), 0, "PAE only with CPUID PAE");
+        assert_ne!(bare & (1 << 8), 0, "PCE always");
+        let pae_sse = |l: u32, _: u32| match l {
+            0 => [7, 0, 0, 0],
+            1 => [0, 0, 0, (1 << 6) | (1 << 24) | (1 << 25)],
+            _ => [0; 4],
+        };
+        let v = cr4_valid_bits(&pae_sse, &ctx);
+        assert_ne!(v & (1 << 5), 0);
+        assert_ne!(v & (1 << 9), 0);
+        assert_ne!(v & (1 << 10), 0);
+        assert_eq!(v & (1 << 18), 0, "no OSXSAVE without XSAVE");
     }
 }

@@ -1,5 +1,6 @@
 //! What a keel guest sees of the platform, as pure functions of the host and the domain:
-//! its CPUID, the handling of the MSRs keel intercepts, and the hypercall page.
+//! its CPUID, the handling of the MSRs keel intercepts, the hypercall page, the wall clock, and the
+//! state a guest may give a vCPU (VCPUOP_initialise).
 //!
 //! Kept out of the hypervisor binary so that every rule is unit-tested on the host; keel's VM
 //! exit handlers call these and apply the result.
@@ -8,3 +9,5 @@
 pub mod cpuid;
 pub mod hypercall_page;
 pub mod msr;
+pub mod vcpu_context;
+pub mod wallclock;

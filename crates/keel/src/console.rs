@@ -177,6 +177,22 @@ pub fn poll_input() -> Option<u8> {
     STATE.lock().serial().and_then(|u| u.try_get())
 }
 
+/// Characters typed on the serial line for dom0 (CONSOLEIO_read): whatever the UART holds
+/// now, up to `out.len()` bytes. Returns how many were read.
+pub fn read_input(out: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < out.len() {
+        match poll_input() {
+            Some(b) => {
+                out[n] = b;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    n
+}
+
 struct Logger;
 static LOGGER: Logger = Logger;
 

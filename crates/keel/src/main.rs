@@ -88,6 +88,9 @@ extern "C" fn bsp_main() -> ! {
         }
         None => log::warn!("time: neither the PIT nor the ACPI PM timer counts; assuming a 1 GHz TSC"),
     }
+    if arch::x86::rtc::init().is_none() {
+        log::warn!("time: the CMOS clock holds no valid date; guests' wall clock starts at 1970");
+    }
 
     apic::init_bsp(|pa| mm::ioremap(pa, 4096).unwrap_or_else(|| panic!("cannot map the local APIC at {pa:#x}")));
     apic::calibrate_timer();

@@ -213,6 +213,11 @@ pub fn summary() -> &'static MemorySummary {
     SUMMARY.get().expect("mm::init has run")
 }
 
+/// One past the highest RAM frame number (Xen's `max_page`, XENMEM_maximum_ram_page).
+pub fn max_ram_pfn() -> u64 {
+    summary().directmap_end >> 12
+}
+
 /// Allocate 2^order contiguous frames for keel itself; `None` when memory is exhausted.
 pub fn alloc_frames(order: u8) -> Option<Pfn> {
     FRAMES.lock().as_mut()?.alloc(order).ok()

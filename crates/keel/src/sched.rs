@@ -171,9 +171,11 @@ fn idle(me: &'static PerCpu, until: Option<u64>) {
     // A domain whose destruction had to wait (a CPU was still leaving one of its vCPUs) is
     // retried shortly rather than when something else happens.
     let retry = (me.index == 0 && dom::destroy_pending()).then_some(now + 1_000_000);
-    let next = [until, crate::timers::earliest_for(me.index), retry].into_iter().flatten().min();
-    apic::timer_oneshot(next.map_or(0, |n| n.saturating_sub(now).max(1_000)));
+    // Interrupts off before the timer is armed: if it fires before HLT, it stays pending and
+    // ends the HLT at once rather than being taken here and leaving this CPU asleep.
     x86_64::instructions::interrupts::disable();
+    let next = [until, crate::timers::earliest_for(me.index), retry].into_iter().flatten().min();
+    apic::timer_oneshot(next.map_or(0, |n| n.saturating_sub(time::now_ns()).max(1_000)));
     if !me.need_resched.load(Ordering::Acquire) {
         cpu::wait_for_interrupt();
     }

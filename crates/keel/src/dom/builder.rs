@@ -156,6 +156,13 @@ fn build_one(plan: &BootDomain<'_>) -> Result<Arc<Domain>, BuildError> {
         return Err(e);
     }
     d.set_special_pages(layout.special_pfn_base);
+    d.set_memory_map(
+        layout
+            .memmap
+            .iter()
+            .map(|e| xen_abi::memory::E820Entry { addr: e.addr, size: e.size, type_: e.type_ })
+            .collect(),
+    );
     let t1 = time::now_ns();
     log::info!(
         "d{} ({}): built: {} MiB, {} vCPU{}, kernel at {:#x}-{:#x}, entry {:#x}{}, command line '{}'",

@@ -205,22 +205,29 @@ fn skip(d: &Domain, hw: &mut Hw) -> bool {
     }
 }
 
-fn cpuid(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw) -> Next {
-    let leaf = hw.cpu.rax() as u32;
-    let sub = hw.cpu.gprs.rcx as u32;
-    let ctx = keel_guest::cpuid::Context {
+/// What the guest's CPUID answers depend on, for `v` in its current state.
+pub fn cpuid_context(v: &Vcpu, hw: &Hw) -> keel_guest::cpuid::Context {
+    keel_guest::cpuid::Context {
         vcpu_id: v.id,
         vcpus: v.nr_vcpus,
         domid: v.domid,
         tsc_khz: time::tsc_khz() as u32,
         guest_cr4: hw.cpu.control_regs().2,
         phys_addr_bits: 48,
-    };
-    let host = |l: u32, s: u32| {
-        let r = core::arch::x86_64::__cpuid_count(l, s);
-        [r.eax, r.ebx, r.ecx, r.edx]
-    };
-    let [ra, rb, rc, rd] = keel_guest::cpuid::guest_cpuid(&host, &ctx, leaf, sub);
+    }
+}
+
+/// The host's CPUID.
+pub fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+fn cpuid(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw) -> Next {
+    let leaf = hw.cpu.rax() as u32;
+    let sub = hw.cpu.gprs.rcx as u32;
+    let ctx = cpuid_context(v, hw);
+    let [ra, rb, rc, rd] = keel_guest::cpuid::guest_cpuid(&host_cpuid, &ctx, leaf, sub);
     hw.cpu.set_rax(ra as u64);
     hw.cpu.gprs.rbx = rb as u64;
     hw.cpu.gprs.rcx = rc as u64;

@@ -6,12 +6,221 @@
 //! count after all domains are gone equals the count before the first was built. Frames keel
 //! maps into a domain but keeps owning (shared_info, grant table frames) carry their own p2m
 //! type and are freed by their owner.
+//!
+//! keel keeps some guest frames mapped for itself (a registered vcpu_info, FIFO event pages):
+//! a [`PinnedPage`] holds a reference that keeps the frame allocated to the domain even if the
+//! guest gives the page back meanwhile (it is then freed with the last reference, as Xen's page
+//! references do), so keel never writes to a frame that went to someone else.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 use keel_mm::{Gfn, Gpa, Owner, Pfn, PAGE_SIZE};
 use keel_p2m::{Access, Mapping, P2m, P2mError, P2mType, TableMemory};
 
 use crate::arch::x86::paging;
 use crate::mm;
+use crate::sync::IrqMutex;
+
+/// A domain's memory behind its lock, shared with the pins on it. It outlives the memory
+/// itself: frames still pinned when the domain is destroyed stay allocated, counted here, and
+/// are freed by the last pin.
+pub struct MemCell {
+    inner: IrqMutex<MemInner>,
+}
+
+struct MemInner {
+    domid: u16,
+    mem: Option<DomainMemory>,
+    /// Pins outliving the memory (mfn -> count).
+    orphans: BTreeMap<u64, u32>,
+}
+
+impl MemCell {
+    /// A cell holding `mem`.
+    pub fn new(mem: DomainMemory) -> Self {
+        MemCell { inner: IrqMutex::new(MemInner { domid: mem.domid, mem: Some(mem), orphans: BTreeMap::new() }) }
+    }
+
+    /// Run `f` on the memory; `None` once destroyed.
+    pub fn with<R>(&self, f: impl FnOnce(&mut DomainMemory) -> R) -> Option<R> {
+        self.inner.lock().mem.as_mut().map(f)
+    }
+
+    /// Destroy the memory (see [`DomainMemory::destroy`]); returns the RAM frames it held.
+    pub fn destroy(&self) -> u64 {
+        let mut inner = self.inner.lock();
+        let Some(mem) = inner.mem.take() else { return 0 };
+        let pages = mem.tot_pages;
+        inner.orphans = mem.destroy();
+        pages
+    }
+}
+
+/// A 4 KiB frame keel reads and writes concurrently with a guest (and other CPUs): every access
+/// is atomic or a volatile copy, since the guest may change any byte at any time.
+/// The lifetime is that of whatever keeps the frame allocated (a [`KeelFrame`], a
+/// [`PinnedPage`]).
+#[derive(Clone, Copy, Debug)]
+pub struct FrameView<'a> {
+    va: u64,
+    _frame: core::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> FrameView<'a> {
+    /// The frame `mfn`, through the direct map.
+    ///
+    /// # Safety
+    /// `mfn` must be RAM that stays allocated (to keel or to a domain) for as long as the view
+    /// (its lifetime) lasts.
+    unsafe fn new(mfn: Pfn) -> Self {
+        FrameView { va: paging::phys_to_virt(mfn.addr().as_u64()), _frame: core::marker::PhantomData }
+    }
+
+    fn at<T>(&self, offset: usize) -> *const T {
+        let size = core::mem::size_of::<T>();
+        assert!(offset.is_multiple_of(size) && offset + size <= PAGE_SIZE as usize, "misaligned frame access");
+        (self.va + offset as u64) as *const T
+    }
+
+    /// The byte at `offset`.
+    pub fn u8(&self, offset: usize) -> &'a AtomicU8 {
+        // SAFETY: in bounds of a frame that outlives `self` (constructor's contract); atomics
+        // make concurrent guest access well-defined.
+        unsafe { &*self.at(offset) }
+    }
+
+    /// The naturally aligned 32-bit word at `offset` (panics if misaligned: a keel bug).
+    pub fn u32(&self, offset: usize) -> &'a AtomicU32 {
+        // SAFETY: as in `u8`; `at` checked alignment and bounds.
+        unsafe { &*self.at(offset) }
+    }
+
+    /// The naturally aligned 64-bit word at `offset`.
+    pub fn u64(&self, offset: usize) -> &'a AtomicU64 {
+        // SAFETY: as in `u32`.
+        unsafe { &*self.at(offset) }
+    }
+
+    /// Copy `bytes` in at `offset` (bounded by the page).
+    pub fn write(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= PAGE_SIZE as usize, "frame write out of bounds");
+        for (i, &b) in bytes.iter().enumerate() {
+            // SAFETY: in bounds (checked above) of a live frame; volatile because the guest
+            // reads it concurrently.
+            unsafe { core::ptr::write_volatile((self.va + (offset + i) as u64) as *mut u8, b) };
+        }
+    }
+
+    /// Copy out `buf.len()` bytes at `offset`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        assert!(offset + buf.len() <= PAGE_SIZE as usize, "frame read out of bounds");
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: as in `write`.
+            *b = unsafe { core::ptr::read_volatile((self.va + (offset + i) as u64) as *const u8) };
+        }
+    }
+
+    /// Zero the frame.
+    pub fn zero(&self) {
+        // SAFETY: the whole frame is live (constructor's contract); nobody else uses it yet.
+        unsafe { core::ptr::write_bytes(self.va as *mut u8, 0, PAGE_SIZE as usize) };
+    }
+}
+
+/// A frame keel owns outright (shared_info, grant frames), freed when dropped.
+pub struct KeelFrame {
+    mfn: Pfn,
+}
+
+impl KeelFrame {
+    /// A zeroed frame, or `None` when the host is out of memory.
+    pub fn new() -> Option<Self> {
+        let mfn = mm::alloc_frames(0)?;
+        let f = KeelFrame { mfn };
+        f.view().zero();
+        Some(f)
+    }
+
+    /// Its frame number.
+    pub fn mfn(&self) -> Pfn {
+        self.mfn
+    }
+
+    /// Its contents.
+    pub fn view(&self) -> FrameView<'_> {
+        // SAFETY: the frame is keel's until `self` is dropped; the view borrows `self`.
+        unsafe { FrameView::new(self.mfn) }
+    }
+}
+
+impl Drop for KeelFrame {
+    fn drop(&mut self) {
+        mm::free_frames(self.mfn, 0);
+    }
+}
+
+/// A reference keel holds on one of a domain's RAM frames (see the module doc).
+pub struct PinnedPage {
+    cell: Arc<MemCell>,
+    gfn: Gfn,
+    mfn: Pfn,
+}
+
+impl core::fmt::Debug for PinnedPage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "PinnedPage({} -> {})", self.gfn, self.mfn)
+    }
+}
+
+impl PinnedPage {
+    /// Pin the RAM frame at `gfn` (it must be the domain's writable RAM, as Xen requires of
+    /// pages it writes: vcpu_info, FIFO pages). Must not be called with `cell` locked.
+    pub fn pin(cell: &Arc<MemCell>, gfn: Gfn) -> Result<Self, MemError> {
+        let mut guard = cell.inner.lock();
+        let mem = guard.mem.as_mut().ok_or(MemError::NotMapped)?;
+        let m = mem.p2m.lookup(&KeelTables, gfn).ok_or(MemError::NotMapped)?;
+        if m.kind != P2mType::Ram || !m.access.writable() {
+            return Err(MemError::NotMapped);
+        }
+        *mem.pins.entry(m.mfn.as_u64()).or_insert(0) += 1;
+        Ok(PinnedPage { cell: cell.clone(), gfn, mfn: m.mfn })
+    }
+
+    /// The guest frame it was pinned at.
+    pub fn gfn(&self) -> Gfn {
+        self.gfn
+    }
+
+    /// Its contents.
+    pub fn view(&self) -> FrameView<'_> {
+        // SAFETY: the pin keeps the frame allocated to the domain until `self` is dropped;
+        // the view borrows `self`.
+        unsafe { FrameView::new(self.mfn) }
+    }
+}
+
+impl Drop for PinnedPage {
+    fn drop(&mut self) {
+        let mut inner = self.cell.inner.lock();
+        let domid = inner.domid;
+        if let Some(mem) = inner.mem.as_mut() {
+            mem.unpin(self.mfn);
+            return;
+        }
+        // The domain is gone: this frame waited for its last pin.
+        let key = self.mfn.as_u64();
+        match inner.orphans.get_mut(&key) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                inner.orphans.remove(&key);
+                mm::free_frames_of(self.mfn, 0, Owner::Domain(domid));
+            }
+            None => log::error!("d{domid}: pinned frame {} unknown after destruction", self.mfn),
+        }
+    }
+}
 
 /// Page-table frames for p2ms: keel's own frames, reached through the direct map.
 pub struct KeelTables;
@@ -73,12 +282,26 @@ pub struct DomainMemory {
     tot_pages: u64,
     /// The most it may own.
     max_pages: u64,
+    /// References keel holds on RAM frames (mfn -> count), see [`PinnedPage`].
+    pins: BTreeMap<u64, u32>,
+    /// Pinned RAM frames the guest gave back: freed when their last pin goes.
+    released: BTreeSet<u64>,
+    /// The highest gfn ever mapped (XENMEM_maximum_gpfn; like Xen's, it never goes down).
+    max_mapped: Option<Gfn>,
 }
 
 impl DomainMemory {
     /// An empty address space for domain `domid`, allowed up to `max_pages` frames of RAM.
     pub fn new(domid: u16, max_pages: u64) -> Result<Self, MemError> {
-        Ok(DomainMemory { domid, p2m: P2m::new(&mut KeelTables)?, tot_pages: 0, max_pages })
+        Ok(DomainMemory {
+            domid,
+            p2m: P2m::new(&mut KeelTables)?,
+            tot_pages: 0,
+            max_pages,
+            pins: BTreeMap::new(),
+            released: BTreeSet::new(),
+            max_mapped: None,
+        })
     }
 
     /// The p2m root, for the vCPUs' nested CR3.
@@ -94,6 +317,17 @@ impl DomainMemory {
     /// The most RAM frames it may own.
     pub fn max_pages(&self) -> u64 {
         self.max_pages
+    }
+
+    /// The highest gfn ever mapped.
+    pub fn max_gfn(&self) -> Option<Gfn> {
+        self.max_mapped
+    }
+
+    fn note_mapped(&mut self, last: Gfn) {
+        if self.max_mapped.is_none_or(|m| last > m) {
+            self.max_mapped = Some(last);
+        }
     }
 
     /// Frames keel uses for this domain's p2m tables.
@@ -129,6 +363,7 @@ impl DomainMemory {
                     return Err(e.into());
                 }
                 self.tot_pages += 1 << order;
+                self.note_mapped(Gfn::new(g + (1 << order) - 1));
                 g += 1 << order;
                 placed = true;
                 break;
@@ -147,6 +382,7 @@ impl DomainMemory {
         self.split_to_4k(gfn)?;
         let new = Mapping { mfn, order: 0, access: Access::RW, kind };
         let previous = self.p2m.replace(&mut KeelTables, gfn, Some(new))?;
+        self.note_mapped(gfn);
         match previous {
             Some(m) if m.kind == P2mType::Ram => {
                 mm::free_frames_of(m.mfn, 0, Owner::Domain(self.domid));
@@ -155,6 +391,93 @@ impl DomainMemory {
             }
             other => Ok(other),
         }
+    }
+
+    /// Drop one reference on `mfn`; a frame given back meanwhile is freed with the last one.
+    fn unpin(&mut self, mfn: Pfn) {
+        let key = mfn.as_u64();
+        match self.pins.get_mut(&key) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                self.pins.remove(&key);
+                if self.released.remove(&key) {
+                    mm::free_frames_of(mfn, 0, Owner::Domain(self.domid));
+                    self.tot_pages -= 1;
+                }
+            }
+            None => log::error!("d{}: unpinning frame {mfn} that is not pinned", self.domid),
+        }
+    }
+
+    /// The guest gives back the RAM page at `gfn` (XENMEM_decrease_reservation): it leaves
+    /// the p2m; its frame is freed now, or with the last pin on it.
+    pub fn release_ram(&mut self, gfn: Gfn) -> Result<(), MemError> {
+        match self.p2m.lookup(&KeelTables, gfn) {
+            Some(m) if m.kind == P2mType::Ram => {}
+            _ => return Err(MemError::NotMapped),
+        }
+        self.split_to_4k(gfn)?;
+        let m = self.p2m.replace(&mut KeelTables, gfn, None)?.ok_or(MemError::NotMapped)?;
+        if self.pins.contains_key(&m.mfn.as_u64()) {
+            self.released.insert(m.mfn.as_u64());
+        } else {
+            mm::free_frames_of(m.mfn, 0, Owner::Domain(self.domid));
+            self.tot_pages -= 1;
+        }
+        Ok(())
+    }
+
+    /// XENMEM_populate_physmap of one extent: `2^order` fresh zeroed frames at `gfn`, which
+    /// must be free (nothing mapped anywhere in the extent).
+    pub fn populate_exact(&mut self, gfn: Gfn, order: u8) -> Result<(), MemError> {
+        let count = 1u64 << order;
+        for i in 0..count {
+            if self.p2m.lookup(&KeelTables, Gfn::new(gfn.as_u64() + i)).is_some() {
+                return Err(MemError::P2m(P2mError::AlreadyMapped));
+            }
+        }
+        self.populate(gfn, count)
+    }
+
+    /// Remove whatever is mapped at `gfn` (XENMEM_remove_from_physmap): RAM is given back as
+    /// by `release_ram`; a keel frame (shared_info, grant frame) is just unmapped.
+    pub fn remove_page(&mut self, gfn: Gfn) -> Result<(), MemError> {
+        match self.p2m.lookup(&KeelTables, gfn) {
+            Some(m) if m.kind == P2mType::Ram => self.release_ram(gfn),
+            Some(_) => {
+                self.split_to_4k(gfn)?;
+                self.p2m.replace(&mut KeelTables, gfn, None)?;
+                Ok(())
+            }
+            None => Err(MemError::NotMapped),
+        }
+    }
+
+    /// Move the RAM page at `from` to `to` (XENMAPSPACE_gmfn); whatever RAM was at `to` is
+    /// given back first, as Xen does.
+    pub fn move_ram(&mut self, from: Gfn, to: Gfn) -> Result<(), MemError> {
+        match self.p2m.lookup(&KeelTables, from) {
+            Some(m) if m.kind == P2mType::Ram => {}
+            _ => return Err(MemError::NotMapped),
+        }
+        if from == to {
+            return Ok(());
+        }
+        // Make room at the destination (a failure here leaves the source untouched).
+        match self.p2m.lookup(&KeelTables, to) {
+            Some(m) if m.kind == P2mType::Ram => self.release_ram(to)?,
+            Some(_) => self.remove_page(to)?,
+            None => {}
+        }
+        self.split_to_4k(from)?;
+        let m = self.p2m.replace(&mut KeelTables, from, None)?.ok_or(MemError::NotMapped)?;
+        if let Err(e) = self.p2m.map(&mut KeelTables, to, m.mfn, 0, m.access, P2mType::Ram) {
+            // Put it back where it was (the table there exists: it was just emptied).
+            let _ = self.p2m.map(&mut KeelTables, from, m.mfn, 0, m.access, P2mType::Ram);
+            return Err(e.into());
+        }
+        self.note_mapped(to);
+        Ok(())
     }
 
     /// Make the mapping containing `gfn` a 4 KiB one; for RAM the frames' allocation is split
@@ -277,18 +600,48 @@ impl DomainMemory {
         Ok(())
     }
 
-    /// Tear the address space down, returning every RAM frame to the allocator.
-    pub fn destroy(self) {
+    /// Tear the address space down, returning every RAM frame to the allocator except those
+    /// keel still holds pins on: those stay allocated to the domain and are returned (mfn ->
+    /// pin count) for their pins to free.
+    fn destroy(self) -> BTreeMap<u64, u32> {
         let domid = self.domid;
-        let mut freed = 0u64;
+        // Pinned frames given back by the guest are out of the p2m; they count as freed here
+        // and are freed by their last pin.
+        let mut freed = self.released.len() as u64;
+        let pins = &self.pins;
         self.p2m.destroy(&mut KeelTables, &mut |_, m| {
             if m.kind == P2mType::Ram {
-                mm::free_frames_of(m.mfn, m.order, Owner::Domain(domid));
+                free_ram_except(m.mfn, m.order, pins, domid);
                 freed += 1 << m.order;
             }
         });
         if freed != self.tot_pages {
             log::error!("d{domid}: freed {freed} RAM frames at destruction, but it owned {}", self.tot_pages);
         }
+        if !self.pins.is_empty() {
+            log::debug!("d{domid}: {} frame(s) still referenced by keel; freed when released", self.pins.len());
+        }
+        self.pins
+    }
+}
+
+/// Free the RAM block `[mfn, mfn + 2^order)` of domain `domid`, except the frames in `pins`
+/// (the allocation is split down to 4 KiB around them).
+fn free_ram_except(mfn: Pfn, order: u8, pins: &BTreeMap<u64, u32>, domid: u16) {
+    let block = mfn.as_u64()..mfn.as_u64() + (1 << order);
+    if pins.range(block).next().is_none() {
+        mm::free_frames_of(mfn, order, Owner::Domain(domid));
+        return;
+    }
+    if order == 0 {
+        return; // pinned: its pins free it
+    }
+    let into = if order > 9 { 9 } else { 0 };
+    if !mm::split_frames_of(mfn, order, into, Owner::Domain(domid)) {
+        log::error!("d{domid}: cannot split RAM block {mfn} (order {order}); leaking it");
+        return;
+    }
+    for i in 0..1u64 << (order - into) {
+        free_ram_except(Pfn::new(mfn.as_u64() + (i << into)), into, pins, domid);
     }
 }

@@ -17,13 +17,14 @@ pub mod builder;
 pub mod exits;
 pub mod guestmem;
 pub mod memory;
+pub mod shared;
 pub mod vcpu;
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::sync::IrqMutex;
 use memory::DomainMemory;
@@ -31,6 +32,9 @@ use vcpu::Vcpu;
 
 /// A domain id (Xen's domid_t).
 pub type DomId = u16;
+
+/// Watchdogs per domain (Xen's NR_DOMAIN_WATCHDOG_TIMERS).
+const WATCHDOGS: usize = 2;
 
 /// First domain id that is not a real domain (DOMID_FIRST_RESERVED).
 pub const DOMID_FIRST_RESERVED: DomId = 0x7ff0;
@@ -50,20 +54,35 @@ pub enum ShutdownReason {
     Watchdog,
     /// Soft reset.
     SoftReset,
+    /// A reason Xen does not define (Xen accepts any 8-bit code and passes it on).
+    Other(u8),
 }
 
 impl ShutdownReason {
-    /// From Xen's numeric reason.
-    pub fn from_xen(v: u32) -> Option<Self> {
-        Some(match v {
+    /// From Xen's numeric reason (truncated to 8 bits, as Xen does).
+    pub fn from_xen(v: u32) -> Self {
+        match v as u8 {
             0 => Self::Poweroff,
             1 => Self::Reboot,
             2 => Self::Suspend,
             3 => Self::Crash,
             4 => Self::Watchdog,
             5 => Self::SoftReset,
-            _ => return None,
-        })
+            other => Self::Other(other),
+        }
+    }
+
+    /// Xen's number.
+    pub fn to_xen(self) -> u8 {
+        match self {
+            Self::Poweroff => 0,
+            Self::Reboot => 1,
+            Self::Suspend => 2,
+            Self::Crash => 3,
+            Self::Watchdog => 4,
+            Self::SoftReset => 5,
+            Self::Other(v) => v,
+        }
     }
 
     /// As an operator reads it.
@@ -75,6 +94,7 @@ impl ShutdownReason {
             Self::Crash => "crash",
             Self::Watchdog => "watchdog",
             Self::SoftReset => "soft_reset",
+            Self::Other(_) => "unknown reason",
         }
     }
 }
@@ -107,8 +127,8 @@ pub struct Domain {
     pub privileged: bool,
     /// Its vCPUs (fixed at creation).
     pub vcpus: Vec<Arc<Vcpu>>,
-    /// Its memory (`None` once destroyed).
-    mem: IrqMutex<Option<DomainMemory>>,
+    /// Its memory (empty once destroyed; shared with the pins keel holds on its frames).
+    pub mem: Arc<memory::MemCell>,
     /// Set once it is shutting down or crashed: vCPUs stop at their next exit.
     dying: AtomicBool,
     /// Nesting count of pauses (0 = running).
@@ -116,29 +136,36 @@ pub struct Domain {
     /// Why it stopped, once it did.
     shutdown: IrqMutex<Option<ShutdownReason>>,
     /// HVM parameters (HVMOP_set_param / get_param).
-    pub params: IrqMutex<[u64; 64]>,
+    pub params: IrqMutex<[u64; xen_abi::hvm::HVM_NR_PARAMS as usize]>,
+    /// The event callback vector (HVM_PARAM_CALLBACK_IRQ of the vector type), 0 if none.
+    callback_vector: AtomicU8,
+    /// VM assists enabled (bit n: VMASST_TYPE n).
+    pub vm_assist: AtomicU64,
+    /// SCHEDOP_shutdown_code: the reason the guest announced for its next shutdown
+    /// (`u32::MAX`: none).
+    shutdown_code: AtomicU32,
+    /// SCHEDOP_watchdog timers: their deadlines.
+    watchdogs: IrqMutex<[Option<u64>; WATCHDOGS]>,
     /// Guest-physical address of its hypercall page, once the guest asked for one.
     pub hypercall_page: AtomicU64,
     /// Characters written to the console not yet ended by a newline.
     pub console_line: IrqMutex<String>,
     /// Monotonic time at creation.
     pub created_ns: u64,
-    /// The shared_info frame (keel's, mapped into the guest) and where the guest put it.
-    shared_info: IrqMutex<SharedInfoSlot>,
+    /// The shared_info page (keel's frame, mapped into the guest where it asks).
+    pub shared_info: shared::SharedInfoPage,
+    /// Where the guest mapped shared_info, if it did.
+    shared_info_gfn: IrqMutex<Option<keel_mm::Gfn>>,
+    /// The memory map the builder gave it (XENMEM_memory_map).
+    memmap: IrqMutex<Vec<xen_abi::memory::E820Entry>>,
     /// First of the 8 special pages (xenstore, console rings, ...), once built.
     special_pfn_base: AtomicU64,
-}
-
-/// The shared_info page: allocated on the guest's first XENMAPSPACE_shared_info request.
-struct SharedInfoSlot {
-    mfn: Option<keel_mm::Pfn>,
-    gfn: Option<keel_mm::Gfn>,
 }
 
 impl Domain {
     /// Run `f` on the domain's memory; `None` if it is already destroyed.
     pub fn with_mem<R>(&self, f: impl FnOnce(&mut DomainMemory) -> R) -> Option<R> {
-        self.mem.lock().as_mut().map(f)
+        self.mem.with(f)
     }
 
     /// Its name for messages ("d3" when it has none).
@@ -150,6 +177,16 @@ impl Domain {
         }
     }
 
+    /// Its memory map, as XENMEM_memory_map returns it.
+    pub fn memory_map(&self) -> Vec<xen_abi::memory::E820Entry> {
+        self.memmap.lock().clone()
+    }
+
+    /// Record its memory map (by the builder).
+    pub fn set_memory_map(&self, map: Vec<xen_abi::memory::E820Entry>) {
+        *self.memmap.lock() = map;
+    }
+
     /// Remember where its special pages are (for the HVM parameters).
     pub fn set_special_pages(&self, base: keel_mm::Gfn) {
         self.special_pfn_base.store(base.as_u64(), Ordering::Release);
@@ -157,31 +194,16 @@ impl Domain {
 
     /// Map (or move) the domain's shared_info page to `gfn`.
     pub fn map_shared_info(&self, gfn: keel_mm::Gfn) -> Result<(), memory::MemError> {
-        let mut slot = self.shared_info.lock();
-        let mfn = match slot.mfn {
-            Some(m) => m,
-            None => {
-                let m = crate::mm::alloc_frames(0).ok_or(memory::MemError::OutOfMemory)?;
-                // SAFETY: a frame just allocated to keel for this domain's shared_info.
-                unsafe {
-                    core::ptr::write_bytes(
-                        crate::arch::x86::paging::phys_to_virt(m.addr().as_u64()) as *mut u8,
-                        0,
-                        4096,
-                    )
-                };
-                slot.mfn = Some(m);
-                m
-            }
-        };
+        let mut slot = self.shared_info_gfn.lock();
+        let mfn = self.shared_info.mfn();
         self.with_mem(|mem| {
-            if let Some(old) = slot.gfn {
+            if let Some(old) = *slot {
                 mem.unmap_keel_frame(old)?;
             }
             mem.map_keel_frame(gfn, mfn, keel_p2m::P2mType::SharedInfo).map(|_| ())
         })
         .unwrap_or(Err(memory::MemError::NotMapped))?;
-        slot.gfn = Some(gfn);
+        *slot = Some(gfn);
         self.flush_guest_tlbs();
         Ok(())
     }
@@ -192,6 +214,94 @@ impl Domain {
         for v in &self.vcpus {
             v.request_tlb_flush();
         }
+    }
+
+    /// The event callback vector, if the guest set one (HVM_PARAM_CALLBACK_IRQ, vector type).
+    pub fn callback_vector(&self) -> Option<u8> {
+        match self.callback_vector.load(Ordering::Acquire) {
+            0 => None,
+            v => Some(v),
+        }
+    }
+
+    /// Record HVM_PARAM_CALLBACK_IRQ: only the vector type delivers anything on keel (a PVH
+    /// domain has no emulated interrupt controller for the GSI and PCI INTx types).
+    pub fn set_callback(&self, value: u64) {
+        let vector = match xen_abi::hvm::CallbackVia::decode(value) {
+            Ok(xen_abi::hvm::CallbackVia::Vector(v)) => v,
+            _ => 0,
+        };
+        self.callback_vector.store(vector, Ordering::Release);
+        if vector != 0 {
+            for v in &self.vcpus {
+                v.kick();
+            }
+        }
+    }
+
+    /// SCHEDOP_shutdown_code: remember `code` for the next shutdown, unless one is set.
+    pub fn set_shutdown_code(&self, code: u8) {
+        let _ = self.shutdown_code.compare_exchange(u32::MAX, code as u32, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// SCHEDOP_watchdog (Xen's `domain_watchdog`): id 0 creates a watchdog firing after
+    /// `timeout` seconds and returns its id (1 or 2); otherwise feed watchdog `id` (timeout >
+    /// 0) or stop it (timeout 0).
+    pub fn watchdog(&self, id: u32, timeout: u32) -> Result<u32, xen_abi::errno::Errno> {
+        use xen_abi::errno::Errno;
+        if id as usize > WATCHDOGS {
+            return Err(Errno::EINVAL);
+        }
+        let deadline = crate::arch::x86::time::now_ns().saturating_add(timeout as u64 * 1_000_000_000);
+        let mut w = self.watchdogs.lock();
+        let slot = if id == 0 {
+            let slot = w.iter().position(Option::is_none).ok_or(Errno::ENOSPC)?;
+            w[slot] = Some(deadline);
+            slot
+        } else {
+            let slot = id as usize - 1;
+            if w[slot].is_none() {
+                return Err(Errno::EINVAL);
+            }
+            if timeout == 0 {
+                w[slot] = None;
+                return Ok(0);
+            }
+            w[slot] = Some(deadline);
+            slot
+        };
+        drop(w);
+        crate::timers::add_watchdog(deadline, self.id, slot);
+        Ok(if id == 0 { slot as u32 + 1 } else { 0 })
+    }
+
+    /// A watchdog timer entry expired: if the watchdog still has that deadline (it was neither
+    /// fed nor stopped since), the domain shuts down with reason watchdog.
+    pub fn watchdog_expired(self: &Arc<Self>, slot: usize, deadline: u64) {
+        let fired = {
+            let mut w = self.watchdogs.lock();
+            match w.get_mut(slot) {
+                Some(s) if *s == Some(deadline) => {
+                    *s = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if fired && !self.is_dying() {
+            log::warn!("d{} ({}): watchdog {} fired", self.id, self.display_name(), slot + 1);
+            self.shutdown(ShutdownReason::Watchdog);
+        }
+    }
+
+    /// Whether the guest asked for XEN_RUNSTATE_UPDATE marking.
+    pub fn runstate_update_flag(&self) -> bool {
+        self.vm_assist.load(Ordering::Relaxed) & (1 << xen_abi::vm_assist::VMASST_TYPE_RUNSTATE_UPDATE_FLAG) != 0
+    }
+
+    /// Send virtual interrupt `virq` for vCPU `v` (per-vCPU VIRQs) or the domain (global ones).
+    pub fn send_virq(&self, virq: u32, v: &Arc<Vcpu>) {
+        let _ = (virq, v); // event channels: being integrated (keel-evtchn)
     }
 
     /// Whether it is shutting down, crashed or being destroyed.
@@ -209,8 +319,14 @@ impl Domain {
         *self.shutdown.lock()
     }
 
-    /// The guest (or the toolstack) shut it down. The first reason sticks.
+    /// The guest (or the toolstack, or keel) shut it down. As on Xen, a reason announced
+    /// earlier with SCHEDOP_shutdown_code wins over the one given here (but a crash is a crash),
+    /// and the first shutdown sticks.
     pub fn shutdown(self: &Arc<Self>, reason: ShutdownReason) {
+        let reason = match self.shutdown_code.load(Ordering::Acquire) {
+            code if code <= u8::MAX as u32 && reason != ShutdownReason::Crash => ShutdownReason::from_xen(code),
+            _ => reason,
+        };
         {
             let mut r = self.shutdown.lock();
             if r.is_some() {
@@ -325,8 +441,10 @@ pub fn create(id: Option<DomId>, cfg: &DomainConfig) -> Result<Arc<Domain>, Crea
             None => (1..DOMID_FIRST_RESERVED).find(|i| !table.contains_key(i)).ok_or(CreateError::NoId)?,
         }
     };
-    let mem = DomainMemory::new(id, cfg.max_pages).map_err(|_| CreateError::OutOfMemory)?;
-    let root = mem.root();
+    let shared_info = shared::SharedInfoPage::new().ok_or(CreateError::OutOfMemory)?;
+    let mem =
+        Arc::new(memory::MemCell::new(DomainMemory::new(id, cfg.max_pages).map_err(|_| CreateError::OutOfMemory)?));
+    let root = mem.with(|m| m.root()).unwrap_or(0);
     let mut vcpus = Vec::new();
     for v in 0..cfg.vcpus {
         match Vcpu::new(id, v, cfg.vcpus, root) {
@@ -343,16 +461,22 @@ pub fn create(id: Option<DomId>, cfg: &DomainConfig) -> Result<Arc<Domain>, Crea
         name: cfg.name.clone(),
         privileged: cfg.privileged,
         vcpus,
-        mem: IrqMutex::new(Some(mem)),
+        mem,
         dying: AtomicBool::new(false),
         pause_count: AtomicU32::new(1),
         shutdown: IrqMutex::new(None),
-        params: IrqMutex::new([0; 64]),
+        params: IrqMutex::new([0; xen_abi::hvm::HVM_NR_PARAMS as usize]),
+        callback_vector: AtomicU8::new(0),
+        vm_assist: AtomicU64::new(0),
+        shutdown_code: AtomicU32::new(u32::MAX),
+        watchdogs: IrqMutex::new([None; WATCHDOGS]),
         hypercall_page: AtomicU64::new(0),
         console_line: IrqMutex::new(String::new()),
         created_ns: crate::arch::x86::time::now_ns(),
-        shared_info: IrqMutex::new(SharedInfoSlot { mfn: None, gfn: None }),
+        shared_info,
+        shared_info_gfn: IrqMutex::new(None),
         special_pfn_base: AtomicU64::new(0),
+        memmap: IrqMutex::new(Vec::new()),
     });
     crate::sched::add_domain(&d, cfg.weight, cfg.cap, cfg.cpus);
     DOMAINS.lock().insert(id, d.clone());
@@ -392,14 +516,7 @@ pub fn reap() -> usize {
 /// Remove a stopped domain and return everything it owned.
 fn destroy(d: &Arc<Domain>, runtime_ns: u64) {
     DOMAINS.lock().remove(&d.id);
-    let mem = d.mem.lock().take();
-    let pages = mem.as_ref().map_or(0, |m| m.tot_pages());
-    if let Some(m) = mem {
-        m.destroy();
-    }
-    if let Some(mfn) = d.shared_info.lock().mfn.take() {
-        crate::mm::free_frames(mfn, 0);
-    }
+    let pages = d.mem.destroy();
     log::info!(
         "d{} ({}): destroyed: ran {}.{:03} s of CPU time, returned {} KiB",
         d.id,

@@ -1,16 +1,26 @@
-//! A guest vCPU: its run state, its hardware state (behind `virt`), its local APIC, and the
-//! loop that runs it on a physical CPU for one scheduling slice.
+//! A guest vCPU: its run state (with Xen's runstate accounting), its hardware state (behind
+//! `virt`), its local APIC, its Xen timers and event upcall, and the loop that runs it on a
+//! physical CPU for one scheduling slice.
 //!
-//! Locking: `hw` is held by the one CPU running the vCPU for the whole slice; `vlapic` is held
-//! only briefly, so other CPUs can deliver IPIs and timer interrupts while the vCPU runs (they
-//! then kick its CPU, which makes the guest exit and look at its vLAPIC again).
+//! Locking: `hw` is held by the one CPU running the vCPU for the whole slice; `vlapic`,
+//! `runstate` and `timers` are held only briefly, so other CPUs can deliver IPIs, events and
+//! timer interrupts while the vCPU runs (they then kick its CPU, which makes the guest exit and
+//! look again).
+//!
+//! Event upcalls reach the guest one of two ways, as on Xen: the per-vCPU vector
+//! (HVMOP_set_evtchn_upcall_vector) goes through the vLAPIC's IRR and needs an EOI; the
+//! domain-wide callback vector (HVM_PARAM_CALLBACK_IRQ, vector type) is injected directly,
+//! whenever `evtchn_upcall_pending` is set and the guest can take an interrupt, and needs no
+//! EOI.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use keel_guest::msr::MsrState;
 use keel_vlapic::{Received, Vlapic};
+use xen_abi::vcpu::{VcpuRunstateInfo, RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
 
+use super::shared::{RegisteredTimeArea, RegisteredVcpuInfo, VcpuInfoRef};
 use super::{CreateError, DomId, Domain};
 use crate::arch::x86::percpu::{self, PerCpu};
 use crate::arch::x86::svm::vcpu::SvmVcpu;
@@ -33,6 +43,16 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// Xen's RUNSTATE_* number.
+    pub fn xen(self) -> i32 {
+        match self {
+            Self::Running => RUNSTATE_RUNNING,
+            Self::Runnable => RUNSTATE_RUNNABLE,
+            Self::Blocked => RUNSTATE_BLOCKED,
+            Self::Offline => RUNSTATE_OFFLINE,
+        }
+    }
+
     fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Runnable,
@@ -49,6 +69,27 @@ pub struct Hw {
     pub cpu: SvmVcpu,
     /// Emulated MSRs.
     pub msrs: MsrState,
+}
+
+/// Time spent in each state (Xen's runstate accounting, in ns of system time).
+struct Runstate {
+    state: RunState,
+    entry_ns: u64,
+    time: [u64; 4],
+}
+
+/// The Xen timers of a vCPU (VCPUOP_set_singleshot_timer / set_periodic_timer), in system time.
+#[derive(Default)]
+struct XenTimers {
+    singleshot: Option<u64>,
+    /// Period and the next expiry.
+    periodic: Option<(u64, u64)>,
+}
+
+impl XenTimers {
+    fn next(&self) -> Option<u64> {
+        [self.singleshot, self.periodic.map(|p| p.1)].into_iter().flatten().min()
+    }
 }
 
 /// Whole-system unique vCPU key (the scheduler's handle).
@@ -75,6 +116,18 @@ pub struct Vcpu {
     nmi: AtomicBool,
     /// Its guest TLB must be flushed before it runs again (a p2m change).
     tlb_flush: AtomicBool,
+    runstate: IrqMutex<Runstate>,
+    /// Guest virtual address of its registered runstate area (0: none).
+    pub runstate_area: AtomicU64,
+    /// Its vcpu_info, if it registered one (else the shared_info slot, for vCPUs 0-31).
+    pub vcpu_info: spin::Once<RegisteredVcpuInfo>,
+    /// Its secondary time area, if it registered one.
+    pub time_area: IrqMutex<Option<RegisteredTimeArea>>,
+    /// Its event upcall vector (HVMOP_set_evtchn_upcall_vector; 0: none).
+    pub upcall_vector: AtomicU8,
+    timers: IrqMutex<XenTimers>,
+    /// It was given a context (boot vCPU, INIT/SIPI, VCPUOP_initialise): VCPUOP_up may run it.
+    pub initialised: AtomicBool,
 }
 
 /// How a slice ended.
@@ -109,7 +162,116 @@ impl Vcpu {
             last_cpu: AtomicU32::new(0),
             nmi: AtomicBool::new(false),
             tlb_flush: AtomicBool::new(false),
+            runstate: IrqMutex::new(Runstate { state: RunState::Offline, entry_ns: time::now_ns(), time: [0; 4] }),
+            runstate_area: AtomicU64::new(0),
+            vcpu_info: spin::Once::new(),
+            time_area: IrqMutex::new(None),
+            upcall_vector: AtomicU8::new(0),
+            timers: IrqMutex::new(XenTimers::default()),
+            initialised: AtomicBool::new(false),
         })
+    }
+
+    /// Change state (from `from`, if given, else from any), with the runstate accounting.
+    /// Returns whether it changed.
+    fn transition(&self, from: Option<RunState>, to: RunState) -> bool {
+        let mut rs = self.runstate.lock();
+        if from.is_some_and(|f| rs.state != f) {
+            return false;
+        }
+        let now = time::now_ns();
+        let old = rs.state.xen() as usize;
+        rs.time[old] += now.saturating_sub(rs.entry_ns);
+        rs.entry_ns = now;
+        rs.state = to;
+        self.state.store(to as u8, Ordering::Release);
+        true
+    }
+
+    /// Its runstate as Xen reports it (VCPUOP_get_runstate_info): the current state's time
+    /// includes the time up to now.
+    pub fn runstate_info(&self) -> VcpuRunstateInfo {
+        let rs = self.runstate.lock();
+        let now = time::now_ns();
+        let mut t = rs.time;
+        t[rs.state.xen() as usize] += now.saturating_sub(rs.entry_ns);
+        VcpuRunstateInfo { state: rs.state.xen(), _pad0: 0, state_entry_time: rs.entry_ns, time: t }
+    }
+
+    /// Its vcpu_info: the registered one, else its slot in `d`'s shared_info (vCPUs 0-31);
+    /// `None` for a vCPU beyond 31 that registered none (events cannot reach it, as on Xen).
+    pub fn vcpu_info<'a>(&'a self, d: &'a Domain) -> Option<VcpuInfoRef<'a>> {
+        match self.vcpu_info.get() {
+            Some(r) => Some(r.get()),
+            None => d.shared_info.legacy_vcpu_info(self.id),
+        }
+    }
+
+    /// Events are pending for it (`evtchn_upcall_pending` went 0 -> 1): raise its upcall.
+    pub fn raise_upcall(self: &Arc<Self>) {
+        match self.upcall_vector.load(Ordering::Acquire) {
+            0 => self.kick(), // the callback vector, if any, is injected at entry
+            vector => self.raise_vector(vector),
+        }
+    }
+
+    /// Arm (Some) or stop its single-shot timer.
+    pub fn set_singleshot(self: &Arc<Self>, deadline: Option<u64>) {
+        self.timers.lock().singleshot = deadline;
+        self.timers_changed();
+    }
+
+    /// Start (period > 0) or stop its periodic timer; the first expiry is one period from now.
+    pub fn set_periodic(self: &Arc<Self>, period_ns: u64) {
+        let now = time::now_ns();
+        self.timers.lock().periodic = (period_ns > 0).then(|| (period_ns, now.saturating_add(period_ns)));
+        self.timers_changed();
+    }
+
+    fn timers_changed(self: &Arc<Self>) {
+        if self.state() == RunState::Blocked {
+            if let Some(d) = self.timers.lock().next() {
+                crate::timers::add(d, self);
+            }
+        }
+        // A running vCPU re-arms its CPU's timer at its next entry.
+        self.kick();
+    }
+
+    /// Its earliest timer: the vLAPIC's or a Xen one.
+    fn next_deadline(&self) -> Option<u64> {
+        [self.vlapic.lock().timer_deadline(), self.timers.lock().next()].into_iter().flatten().min()
+    }
+
+    /// Fire whatever timers are due at `now`: the vLAPIC timer, and the Xen timers (which
+    /// send VIRQ_TIMER).
+    fn fire_timers(self: &Arc<Self>, now: u64) {
+        {
+            let mut lapic = self.vlapic.lock();
+            if lapic.timer_deadline().is_some_and(|d| now >= d) {
+                lapic.on_timer(now);
+            }
+        }
+        let fire = {
+            let mut t = self.timers.lock();
+            let mut fire = false;
+            if t.singleshot.is_some_and(|d| now >= d) {
+                t.singleshot = None;
+                fire = true;
+            }
+            if let Some((period, next)) = t.periodic {
+                if now >= next {
+                    t.periodic = Some((period, now.saturating_add(period)));
+                    fire = true;
+                }
+            }
+            fire
+        };
+        if fire {
+            if let Some(d) = self.domain() {
+                d.send_virq(xen_abi::event_channel::VIRQ_TIMER, self);
+            }
+        }
     }
 
     /// Its run state.
@@ -118,7 +280,7 @@ impl Vcpu {
     }
 
     fn set_state(&self, s: RunState) {
-        self.state.store(s as u8, Ordering::Release);
+        self.transition(None, s);
     }
 
     /// Whether a CPU is running it right now.
@@ -143,22 +305,15 @@ impl Vcpu {
 
     /// Make it runnable from offline (boot vCPU at domain start; STARTUP IPI).
     pub fn start(self: &Arc<Self>) {
-        if self
-            .state
-            .compare_exchange(RunState::Offline as u8, RunState::Runnable as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        self.initialised.store(true, Ordering::Release);
+        if self.transition(Some(RunState::Offline), RunState::Runnable) {
             crate::sched::wake(self);
         }
     }
 
     /// Wake it if it is blocked; make the CPU running it look at its interrupts again.
     pub fn kick(self: &Arc<Self>) {
-        if self
-            .state
-            .compare_exchange(RunState::Blocked as u8, RunState::Runnable as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.state() == RunState::Blocked && self.transition(Some(RunState::Blocked), RunState::Runnable) {
             crate::sched::wake(self);
             return;
         }
@@ -224,7 +379,9 @@ impl Vcpu {
             Received::Interrupt => self.kick(),
             Received::Nmi => self.inject_nmi(),
             Received::Init => {
-                // Held until STARTUP: take it off the CPUs.
+                // Held until STARTUP: take it off the CPUs. Its context is gone (Xen's
+                // vcpu_reset): VCPUOP_up cannot run it before a STARTUP or VCPUOP_initialise.
+                self.initialised.store(false, Ordering::Release);
                 if self.state() != RunState::Offline {
                     self.set_state(RunState::Offline);
                     crate::sched::sleep(self);
@@ -249,11 +406,7 @@ impl Vcpu {
         let Some(domain) = self.domain() else { return SliceEnd::Stopped };
         let mut guard = self.hw.lock();
         let Some(hw) = guard.as_mut() else { return SliceEnd::Stopped };
-        if self
-            .state
-            .compare_exchange(RunState::Runnable as u8, RunState::Running as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if !self.transition(Some(RunState::Runnable), RunState::Running) {
             return SliceEnd::Stopped;
         }
         self.on_cpu.store(cpu.index, Ordering::Release);
@@ -261,9 +414,10 @@ impl Vcpu {
         let mut svm_guard = cpu.svm.lock();
         let Some(svm) = svm_guard.as_mut() else {
             self.on_cpu.store(u32::MAX, Ordering::Release);
-            self.set_state(RunState::Runnable);
+            self.transition(Some(RunState::Running), RunState::Runnable);
             return SliceEnd::Stopped;
         };
+        self.update_runstate_area(&domain, hw);
         if svm.switching_domain(self.domid as u32) {
             crate::arch::x86::svm::ibpb();
         }
@@ -279,23 +433,29 @@ impl Vcpu {
             if until.is_some_and(|u| now >= u) {
                 break SliceEnd::Preempted;
             }
-            // The vLAPIC timer, if it expired.
-            let timer = {
-                let mut lapic = self.vlapic.lock();
-                if lapic.timer_deadline().is_some_and(|d| now >= d) {
-                    lapic.on_timer(now);
-                }
-                lapic.timer_deadline()
-            };
-            self.deliver_events(hw);
+            // CPU 0 keeps the timers of blocked vCPUs; it may run a guest for a long time.
+            if cpu.index == 0 {
+                crate::timers::expire(now);
+            }
+            // From here to VMRUN, interrupts are off: a kick or timer that arrives now stays
+            // pending and makes the guest exit at once, instead of being taken here while the
+            // guest is entered without what it announced.
+            x86_64::instructions::interrupts::disable();
+            if cpu.need_resched.load(Ordering::Acquire) {
+                x86_64::instructions::interrupts::enable();
+                continue;
+            }
+            let now = time::now_ns();
+            self.fire_timers(now);
+            let timer = self.next_deadline();
+            self.deliver_events(&domain, hw);
             if self.tlb_flush.swap(false, Ordering::AcqRel) {
                 hw.cpu.request_tlb_flush();
             }
-            // Arm the CPU's timer for whatever comes first: the slice end, the vLAPIC timer,
+            // Arm the CPU's timer for whatever comes first: the slice end, the vCPU's timers,
             // or (on CPU 0) the earliest timer of a blocked vCPU.
             let next = [until, timer, crate::timers::earliest_for(cpu.index)].into_iter().flatten().min();
             apic::timer_oneshot(next.map_or(0, |n| n.saturating_sub(now).max(1_000)));
-            x86_64::instructions::interrupts::disable();
             let exit = hw.cpu.run(cpu.index, svm);
             x86_64::instructions::interrupts::enable();
             match super::exits::handle(self, &domain, hw, exit) {
@@ -309,13 +469,8 @@ impl Vcpu {
         drop(svm_guard);
         self.on_cpu.store(u32::MAX, Ordering::Release);
         match end {
-            SliceEnd::Preempted | SliceEnd::Yielded => {
-                let _ = self.state.compare_exchange(
-                    RunState::Running as u8,
-                    RunState::Runnable as u8,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
+            SliceEnd::Preempted | SliceEnd::Yielded | SliceEnd::Stopped => {
+                self.transition(Some(RunState::Running), RunState::Runnable);
             }
             SliceEnd::Blocked => {
                 // `exits` set Blocked; an interrupt may have arrived since: wake up again.
@@ -323,15 +478,8 @@ impl Vcpu {
                     self.kick();
                 }
             }
-            SliceEnd::Stopped => {
-                let _ = self.state.compare_exchange(
-                    RunState::Running as u8,
-                    RunState::Runnable as u8,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-            }
         }
+        self.update_runstate_area(&domain, hw);
         end
     }
 
@@ -342,7 +490,7 @@ impl Vcpu {
             return false;
         }
         self.set_state(RunState::Blocked);
-        let deadline = [self.vlapic.lock().timer_deadline(), wake_at].into_iter().flatten().min();
+        let deadline = [self.next_deadline(), wake_at].into_iter().flatten().min();
         if let Some(d) = deadline {
             crate::timers::add(d, self);
         }
@@ -360,31 +508,75 @@ impl Vcpu {
         }
     }
 
-    /// Whether an interrupt or NMI is waiting for it.
+    /// Whether an interrupt, NMI or event upcall is waiting for it.
     pub fn has_work(&self) -> bool {
-        self.nmi.load(Ordering::Acquire) || self.vlapic.lock().pending().is_some()
+        self.nmi.load(Ordering::Acquire) || self.vlapic.lock().pending().is_some() || self.callback_pending().is_some()
+    }
+
+    /// Whether the domain's callback vector should be injected: one is configured and this
+    /// vCPU's `evtchn_upcall_pending` is set.
+    fn callback_pending(&self) -> Option<u8> {
+        let d = self.domain()?;
+        let vector = d.callback_vector()?;
+        let info = self.vcpu_info(&d)?;
+        (info.upcall_pending().load(Ordering::Acquire) != 0).then_some(vector)
     }
 
     /// Called by the timer queue when a blocked vCPU's deadline passed.
     pub fn timer_expired(self: &Arc<Self>, now: u64) {
-        {
-            let mut lapic = self.vlapic.lock();
-            if lapic.timer_deadline().is_some_and(|d| now >= d) {
-                lapic.on_timer(now);
+        self.fire_timers(now);
+        if let Some(next) = self.timers.lock().next() {
+            if self.state() == RunState::Blocked {
+                crate::timers::add(next, self);
             }
         }
         self.kick();
     }
 
+    /// Write its runstate into the area it registered (at each context switch, as Xen), with
+    /// XEN_RUNSTATE_UPDATE set in `state_entry_time` meanwhile if the domain asked for that
+    /// (VMASST_TYPE_runstate_update_flag). Faults are ignored, as on Xen.
+    fn update_runstate_area(&self, d: &Domain, hw: &mut Hw) {
+        let area = self.runstate_area.load(Ordering::Acquire);
+        if area == 0 {
+            return;
+        }
+        let info = self.runstate_info();
+        let entry_at = area + core::mem::offset_of!(VcpuRunstateInfo, state_entry_time) as u64;
+        let flag = d.runstate_update_flag();
+        if flag {
+            let marked = info.state_entry_time | xen_abi::vcpu::XEN_RUNSTATE_UPDATE;
+            let _ = super::guestmem::write_struct(d, hw, entry_at, &marked);
+            core::sync::atomic::fence(Ordering::Release);
+        }
+        let _ = super::guestmem::write_struct(d, hw, area, &info);
+        if flag {
+            core::sync::atomic::fence(Ordering::Release);
+            let _ = super::guestmem::write_struct(d, hw, entry_at, &info.state_entry_time);
+        }
+    }
+
     /// Move pending NMIs and interrupts into the guest (one per entry), or ask for an exit
-    /// when the guest can take them.
-    fn deliver_events(&self, hw: &mut Hw) {
+    /// when the guest can take them. The callback vector comes before the vLAPIC's vectors,
+    /// as on Xen.
+    fn deliver_events(&self, d: &Domain, hw: &mut Hw) {
         if hw.cpu.event_pending() {
             return;
         }
         if self.nmi.swap(false, Ordering::AcqRel) {
             hw.cpu.inject(Event::Nmi);
             return;
+        }
+        if let Some(vector) = d.callback_vector() {
+            if self.vcpu_info(d).is_some_and(|i| i.upcall_pending().load(Ordering::Acquire) != 0) {
+                if hw.cpu.interrupts_enabled() {
+                    hw.cpu.inject(Event::Interrupt(vector));
+                    hw.cpu.request_interrupt_window(false);
+                } else {
+                    hw.cpu.request_interrupt_window(true);
+                }
+                return;
+            }
         }
         let mut lapic = self.vlapic.lock();
         match lapic.pending() {

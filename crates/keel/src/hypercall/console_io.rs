@@ -1,10 +1,11 @@
-//! `console_io`: a guest writes to (and, later, dom0 reads from) keel's console.
+//! `console_io`: a guest writes to keel's console; dom0 reads keel's console input.
 //!
 //! Real Xen refuses CONSOLEIO_write from unprivileged domains in release builds; keel allows
 //! it from every domain (each line is prefixed with the domain), which is what test guests and
-//! `earlyprintk=xen` need.
+//! `earlyprintk=xen` need. Reading is dom0's alone, as on Xen: it returns the characters typed
+//! on keel's serial console that are meant for dom0 (`console::read_input`).
 
-use xen_abi::console_io::CONSOLEIO_WRITE;
+use xen_abi::console_io::{CONSOLEIO_READ, CONSOLEIO_WRITE};
 use xen_abi::errno::Errno;
 
 use super::{Call, Gva, HcResult, Outcome};
@@ -26,6 +27,15 @@ pub fn console_io(c: &mut Call<'_>, cmd: u32, count: u32, buf: Gva) -> HcResult 
                 done += n;
             }
             Ok(Outcome::Ret(0))
+        }
+        CONSOLEIO_READ => {
+            if !c.domain.privileged {
+                return Err(Errno::EPERM);
+            }
+            let mut chunk = [0u8; CHUNK];
+            let n = crate::console::read_input(&mut chunk[..(count as usize).min(CHUNK)]);
+            c.write_bytes(buf, &chunk[..n])?;
+            Ok(Outcome::Ret(n as i64))
         }
         _ => Err(Errno::ENOSYS),
     }

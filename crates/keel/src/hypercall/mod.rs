@@ -8,8 +8,13 @@
 //! or sub-op returns -ENOSYS, as Xen does.
 
 mod console_io;
+mod hvm_op;
 mod memory_op;
+mod multicall;
+mod physdev_op;
 mod sched_op;
+mod vcpu_op;
+mod vm_assist;
 mod xen_version;
 
 use alloc::sync::Arc;
@@ -33,9 +38,30 @@ pub struct Call<'a> {
     pub domain: &'a Arc<Domain>,
     /// Its hardware state (registers, for guest-memory translation).
     pub hw: &'a mut Hw,
+    /// When the hypercall started (monotonic ns), for preemption.
+    pub started_ns: u64,
+    /// Inside a multicall (which may not nest).
+    pub in_multicall: bool,
 }
 
+/// How long a hypercall may run before a preemptible one continues later (Xen preempts when
+/// a softirq is pending; keel when the CPU must reschedule, or after this).
+const PREEMPT_AFTER_NS: u64 = 1_000_000;
+
 impl Call<'_> {
+    /// Whether a long hypercall should stop here and continue later (see `continuation`).
+    pub fn preempt_due(&self) -> bool {
+        crate::arch::x86::percpu::this_cpu().need_resched.load(core::sync::atomic::Ordering::Acquire)
+            || crate::arch::x86::time::now_ns().saturating_sub(self.started_ns) > PREEMPT_AFTER_NS
+    }
+
+    /// Continue this hypercall later with these arguments: the guest re-executes the
+    /// hypercall instruction with them, as after Xen's `hypercall_create_continuation` (so
+    /// other vCPUs, interrupts and preemption get their turn in between).
+    pub fn continuation(&self, args: [u64; 5]) -> Outcome {
+        Outcome::Continue(args)
+    }
+
     /// Read a hypercall argument structure from guest memory (-EFAULT if it cannot be).
     pub fn read<T: zerocopy::FromBytes + zerocopy::IntoBytes>(&self, at: Gva) -> Result<T, Errno> {
         guestmem::read_struct(self.domain, self.hw, at.0).map_err(efault)
@@ -57,11 +83,31 @@ impl Call<'_> {
     }
 }
 
+/// The domain a hypercall names, as Xen's `rcu_lock_domain_by_any_id`: DOMID_SELF is the
+/// caller; an unknown id is -ESRCH.
+pub fn domain_by_any_id(c: &Call<'_>, id: xen_abi::domid::DomId) -> Result<Arc<Domain>, Errno> {
+    if id == xen_abi::domid::DomId::SELF || id.0 == c.domain.id {
+        return Ok(c.domain.clone());
+    }
+    crate::dom::get(id.0).ok_or(Errno::ESRCH)
+}
+
+/// The domain a hypercall acts on, when the caller may only act on itself unless privileged
+/// (Xen's XSM_TARGET check): another domain from an unprivileged caller is -EPERM.
+pub fn target_domain(c: &Call<'_>, id: xen_abi::domid::DomId) -> Result<Arc<Domain>, Errno> {
+    let d = domain_by_any_id(c, id)?;
+    if d.id != c.domain.id && !c.domain.privileged {
+        return Err(Errno::EPERM);
+    }
+    Ok(d)
+}
+
 fn efault(_: Fault) -> Errno {
     Errno::EFAULT
 }
 
 /// What a handler asks for besides its return value.
+#[derive(Clone, Copy, Debug)]
 pub enum Outcome {
     /// Return this value (>= 0) in RAX.
     Ret(i64),
@@ -71,6 +117,10 @@ pub enum Outcome {
     Yield,
     /// The vCPU's domain stopped (shutdown): do not resume it.
     Stop,
+    /// The calling vCPU went down (VCPUOP_down on itself): RAX = 0 when it is brought up.
+    Offline,
+    /// Re-execute the hypercall with these arguments (a continuation).
+    Continue([u64; 5]),
 }
 
 /// A handler's result: an outcome, or Xen's errno (RAX = -errno).
@@ -133,9 +183,23 @@ macro_rules! hypercalls {
 
 hypercalls! {
     12 => memory_op::memory_op(cmd: u64, arg: Gva);
+    13 => multicall::multicall(list: Gva, nr_calls: u32);
     17 => xen_version::xen_version(cmd: u32, arg: Gva);
     18 => console_io::console_io(cmd: u32, count: u32, buf: Gva);
+    21 => vm_assist::vm_assist(cmd: u32, kind: u32);
+    24 => vcpu_op::vcpu_op(cmd: u32, vcpuid: u32, arg: Gva);
     29 => sched_op::sched_op(cmd: u32, arg: Gva);
+    33 => physdev_op::physdev_op(cmd: u32, arg: Gva);
+    34 => hvm_op::hvm_op(op: u64, arg: Gva);
+}
+
+/// Run hypercall `nr` with `args` in the context of `c` (the dispatcher, and multicall for
+/// each of its entries).
+pub fn invoke(c: &mut Call<'_>, nr: u64, args: [u64; 5]) -> HcResult {
+    match TABLE.iter().find(|e| e.nr == nr) {
+        Some(e) => (e.handler)(c, args),
+        None => Err(Errno::ENOSYS),
+    }
 }
 
 /// Name of hypercall `nr` (for traces).
@@ -159,7 +223,10 @@ pub fn dispatch(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw) -> Next {
     };
     let nr = if long { nr } else { nr & 0xffff_ffff };
     let result = match TABLE.iter().find(|e| e.nr == nr) {
-        Some(e) => (e.handler)(&mut Call { vcpu: v, domain: d, hw }, args),
+        Some(e) => (e.handler)(
+            &mut Call { vcpu: v, domain: d, hw, started_ns: crate::arch::x86::time::now_ns(), in_multicall: false },
+            args,
+        ),
         None => Err(Errno::ENOSYS),
     };
     match result {
@@ -180,6 +247,22 @@ pub fn dispatch(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw) -> Next {
             Next::Yield
         }
         Ok(Outcome::Stop) => Next::Stop,
+        Ok(Outcome::Offline) => {
+            hw.cpu.set_rax(0);
+            Next::Stop
+        }
+        Ok(Outcome::Continue(a)) => {
+            // Back onto the 3-byte VMMCALL, number and arguments in place again.
+            hw.cpu.set_rax(nr);
+            let g = &mut hw.cpu.gprs;
+            if long {
+                (g.rdi, g.rsi, g.rdx, g.r10, g.r8) = (a[0], a[1], a[2], a[3], a[4]);
+            } else {
+                (g.rbx, g.rcx, g.rdx, g.rsi, g.rdi) = (a[0], a[1], a[2], a[3], a[4]);
+            }
+            hw.cpu.set_rip(hw.cpu.rip().wrapping_sub(3));
+            Next::Continue
+        }
         Err(e) => {
             hw.cpu.set_rax(e.as_ret() as u64);
             Next::Continue

@@ -9,6 +9,7 @@ pub mod paging;
 pub mod percpu;
 pub mod platform;
 pub mod power;
+pub mod rtc;
 pub mod serial;
 pub mod smp;
 pub mod svm;

@@ -2,7 +2,10 @@
 //! there is no PIT), and keel's monotonic nanosecond clock derived from it.
 //!
 //! keel assumes the TSCs of all CPUs run in step, as they do on every CPU with an invariant
-//! TSC and under QEMU; `now_ns` is then monotonic across CPUs.
+//! TSC and under QEMU; `now_ns` is then monotonic across CPUs. `now_ns` is Xen's "system
+//! time": it is computed with exactly the pvclock scale keel publishes to guests
+//! from the TSC value at calibration, so guests and keel agree on
+//! every instant (`xen_abi::shared_info::pvclock_params_hz` / `pvclock_scale`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,10 +13,51 @@ use x86_64::instructions::port::Port;
 
 use super::cpu::{self, rdtsc};
 
+/// The pvclock scale from TSC ticks to nanoseconds: `ns = ((delta <<> shift) * mul) >> 32`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Scale {
+    /// `tsc_to_system_mul`.
+    pub mul: u32,
+    /// `tsc_shift`.
+    pub shift: i8,
+}
+
+impl Scale {
+    /// Nanoseconds in `delta` ticks, exactly as a guest computes them.
+    pub fn ns(self, delta: u64) -> u64 {
+        xen_abi::shared_info::pvclock_scale(delta, self.mul, self.shift)
+    }
+
+    /// Ticks in `ns` nanoseconds, rounded up (a deadline converted is never early).
+    pub fn ticks(self, ns: u64) -> u64 {
+        if self.mul == 0 {
+            return u64::MAX;
+        }
+        let t = ((ns as u128) << 32).div_ceil(self.mul as u128);
+        let t = if self.shift >= 0 { t.div_ceil(1 << self.shift as u32) } else { t << self.shift.unsigned_abs() };
+        t.min(u64::MAX as u128) as u64
+    }
+}
+
+const fn pack(s: Scale) -> u64 {
+    s.mul as u64 | (s.shift as u8 as u64) << 32
+}
+
+/// The scale from TSC ticks to nanoseconds (what guests get as `tsc_to_system_mul`/`tsc_shift`).
+pub fn scale() -> Scale {
+    let v = SCALE.load(Ordering::Relaxed);
+    Scale { mul: v as u32, shift: (v >> 32) as u8 as i8 }
+}
+
+/// The TSC value at system time zero.
+pub fn tsc_epoch() -> u64 {
+    TSC_EPOCH.load(Ordering::Acquire)
+}
+
 /// TSC value at calibration: time zero of `now_ns`.
 static TSC_EPOCH: AtomicU64 = AtomicU64::new(0);
-/// ns = (tsc delta * NS_MUL) >> 32. Before calibration: an assumed 1 GHz.
-static NS_MUL: AtomicU64 = AtomicU64::new(1 << 32);
+/// The pvclock scale, packed: `mul | (shift as u8) << 32`. Before calibration: 1 GHz.
+static SCALE: AtomicU64 = AtomicU64::new(pack(Scale { mul: 1 << 31, shift: 1 }));
 /// TSC frequency in kHz (0 until calibrated).
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 
@@ -92,14 +136,24 @@ impl Reference {
     }
 }
 
-/// Calibrate the TSC (10 ms against the PIT, else the PM timer at `pm_timer_port`).
-/// Returns the reference used, or `None` if neither counted.
+/// Calibrate the TSC against the PIT (or, where there is none, the ACPI PM timer at
+/// `pm_timer_port`): the shortest of several 10 ms measurements, since anything that delays
+/// this CPU (an SMI, or the host descheduling an emulated CPU) can only lengthen one. Returns
+/// the reference used, or `None` if neither counted.
 pub fn calibrate(pm_timer_port: Option<u16>) -> Option<(Reference, u64)> {
+    const ROUNDS: usize = 5;
     let _irq = cpu::InterruptGuard::new();
     let ms = 10;
     let (reference, ticks) = match pit_measure(ms) {
-        Some(t) => (Reference::Pit, t),
-        None => (Reference::PmTimer, pmtimer_measure(pm_timer_port?, ms)?),
+        Some(first) => {
+            let best = (1..ROUNDS).filter_map(|_| pit_measure(ms)).fold(first, u64::min);
+            (Reference::Pit, best)
+        }
+        None => {
+            let first = pmtimer_measure(pm_timer_port?, ms)?;
+            let port = pm_timer_port?;
+            (Reference::PmTimer, (1..ROUNDS).filter_map(|_| pmtimer_measure(port, ms)).fold(first, u64::min))
+        }
     };
     let khz = ticks / ms;
     set_tsc_khz(khz);
@@ -109,7 +163,8 @@ pub fn calibrate(pm_timer_port: Option<u16>) -> Option<(Reference, u64)> {
 /// Set the TSC frequency and make "now" the epoch of `now_ns`.
 fn set_tsc_khz(khz: u64) {
     TSC_KHZ.store(khz, Ordering::Relaxed);
-    NS_MUL.store(((1_000_000u128 << 32) / khz.max(1) as u128) as u64, Ordering::Relaxed);
+    let (mul, shift) = xen_abi::shared_info::pvclock_params_hz(khz.max(1) * 1000).unwrap_or((1 << 31, 1));
+    SCALE.store(pack(Scale { mul, shift }), Ordering::Relaxed);
     TSC_EPOCH.store(rdtsc(), Ordering::Release);
 }
 
@@ -120,14 +175,12 @@ pub fn tsc_khz() -> u64 {
 
 /// Convert a TSC delta to nanoseconds.
 pub fn tsc_to_ns(delta: u64) -> u64 {
-    ((delta as u128 * NS_MUL.load(Ordering::Relaxed) as u128) >> 32) as u64
+    scale().ns(delta)
 }
 
-/// Convert nanoseconds to TSC ticks.
+/// Convert nanoseconds to TSC ticks (rounded up).
 pub fn ns_to_tsc(ns: u64) -> u64 {
-    let khz = TSC_KHZ.load(Ordering::Relaxed);
-    let khz = if khz == 0 { 1_000_000 } else { khz };
-    (ns as u128 * khz as u128 / 1_000_000) as u64
+    scale().ticks(ns)
 }
 
 /// Nanoseconds since calibration: keel's monotonic clock.

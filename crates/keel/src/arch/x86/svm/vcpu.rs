@@ -215,6 +215,42 @@ impl SvmVcpu {
         self.gprs.rbx = start_info as u64;
     }
 
+    /// The state a guest gave with VCPUOP_initialise (validated by `keel_guest::vcpu_context`).
+    pub fn reset_initial(&mut self, st: &keel_guest::vcpu_context::InitialState) {
+        self.common_reset();
+        let vmcb = &mut *self.vmcb;
+        vmcb.set_cr0(st.cr0);
+        vmcb.set_cr3(st.cr3);
+        vmcb.set_cr4(st.cr4);
+        vmcb.set_efer(st.efer | efer::SVME);
+        for (seg, s) in [Seg::Cs, Seg::Ds, Seg::Ss, Seg::Es, Seg::Tr].into_iter().zip(st.segments) {
+            vmcb.set_segment(seg, VmcbSeg { selector: 0, attrib: s.attrib, limit: s.limit, base: s.base });
+        }
+        // FS and GS as DS; LDTR null (from `common_reset`); no descriptor tables yet.
+        vmcb.set_segment(
+            Seg::Fs,
+            VmcbSeg { selector: 0, attrib: st.segments[1].attrib, limit: st.segments[1].limit, base: 0 },
+        );
+        vmcb.set_segment(
+            Seg::Gs,
+            VmcbSeg { selector: 0, attrib: st.segments[1].attrib, limit: st.segments[1].limit, base: 0 },
+        );
+        vmcb.set_segment(Seg::Gdtr, VmcbSeg::default());
+        vmcb.set_segment(Seg::Idtr, VmcbSeg::default());
+        vmcb.set_cpl(((st.segments[0].attrib >> 5) & 3) as u8);
+        vmcb.set_rip(st.rip);
+        vmcb.set_rflags(st.rflags | 2);
+        let [rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi] = st.gprs;
+        vmcb.set_rax(rax);
+        vmcb.set_rsp(rsp);
+        self.gprs.rcx = rcx;
+        self.gprs.rdx = rdx;
+        self.gprs.rbx = rbx;
+        self.gprs.rbp = rbp;
+        self.gprs.rsi = rsi;
+        self.gprs.rdi = rdi;
+    }
+
     /// The state after INIT and STARTUP with `vector`: real mode at vector << 12.
     pub fn reset_startup(&mut self, vector: u8) {
         self.common_reset();
