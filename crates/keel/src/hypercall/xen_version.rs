@@ -67,12 +67,19 @@ pub fn xen_version(c: &mut Call<'_>, cmd: u32, arg: Gva) -> HcResult {
             c.write(arg, &fi)?;
             Ok(Outcome::Ret(0))
         }
+        // Xen answers -EINVAL when a buffer is passed.
+        XENVER_PAGESIZE if arg.0 != 0 => Err(Errno::EINVAL),
         XENVER_PAGESIZE => Ok(Outcome::Ret(4096)),
         XENVER_GUEST_HANDLE => {
             c.write(arg, &[0u8; 16])?;
             Ok(Outcome::Ret(0))
         }
-        XENVER_COMMANDLINE | XENVER_BUILD_ID if !c.domain.privileged => Err(Errno::EPERM),
+        // Unprivileged domains learn nothing of keel's command line: Xen copies "<denied>".
+        XENVER_COMMANDLINE if !c.domain.privileged => {
+            c.write_bytes(arg, b"<denied>\0")?;
+            Ok(Outcome::Ret(0))
+        }
+        XENVER_BUILD_ID if !c.domain.privileged => Err(Errno::EPERM),
         XENVER_COMMANDLINE => {
             let line = crate::boot::info().options_cmdline().as_bytes().to_vec();
             c.write(arg, &XenCommandline::new(&line))?;
