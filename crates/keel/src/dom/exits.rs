@@ -51,17 +51,25 @@ pub fn handle(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw, exit: Exit) -> Next {
             if hw.cpu.rflags() & (1 << 9) == 0 {
                 v.down(d);
                 Next::Stop
-            } else if v.block(None) {
-                Next::Block
             } else {
-                Next::Continue
+                // HLT right after STI sits in its shadow, yet wakes for an interrupt pending
+                // then: IF alone decides.
+                v.begin_block();
+                if v.block(None, true) {
+                    Next::Block
+                } else {
+                    Next::Continue
+                }
             }
         }
         Exit::Hypercall => {
+            // Whether the guest could take an interrupt at the VMMCALL (STI's shadow may cover
+            // it), before skipping it ends the shadow: SCHEDOP_block and poll decide by it.
+            let irqs_open = hw.cpu.interrupts_enabled();
             if !skip(d, hw) {
                 return crash(v, d, hw, "cannot read the VMMCALL instruction");
             }
-            crate::hypercall::dispatch(v, d, hw)
+            crate::hypercall::dispatch(v, d, hw, irqs_open)
         }
         Exit::Exception { vector, error_code } => {
             hw.cpu.inject(Event::Exception(vector, error_code));
@@ -70,6 +78,10 @@ pub fn handle(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw, exit: Exit) -> Next {
         Exit::NestedPageFault(npf) => {
             if npf.gpa & !0xfff == LAPIC_BASE && v.vlapic.lock().mode() == keel_vlapic::Mode::XApic {
                 return lapic_mmio(v, d, hw, npf.gpa, npf.write);
+            }
+            let kind = d.with_mem(|m| m.lookup(keel_mm::Gpa::new(npf.gpa).gfn()).map(|m| m.kind)).flatten();
+            if npf.write && kind == Some(keel_p2m::P2mType::ForeignGrant) {
+                return discard_write(v, d, hw, npf.gpa);
             }
             crash(
                 v,
@@ -333,6 +345,27 @@ fn apic_actions(v: &Arc<Vcpu>, d: &Arc<Domain>, actions: keel_vlapic::Actions) {
     if actions.became_enabled {
         v.kick();
     }
+}
+
+/// A write to a read-only grant mapping: as Xen (a "discard write" page), the instruction
+/// completes without writing; an instruction keel cannot decode gets #GP.
+fn discard_write(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw, gpa: u64) -> Next {
+    let mut bytes = [0u8; keel_x86::MAX_INSN_LEN];
+    let rip = linear_rip(hw);
+    let mut n = bytes.len();
+    while n > 0 && guestmem::read_linear(d, hw, rip, &mut bytes[..n], true).is_err() {
+        n -= 1;
+    }
+    match keel_x86::mmio::decode_mmio(&bytes[..n], cpu_mode(hw)) {
+        Ok(insn) if matches!(insn.op, MmioOp::Store { .. }) => {
+            hw.cpu.set_rip(hw.cpu.rip().wrapping_add(insn.len as u64));
+        }
+        _ => {
+            log::debug!("d{}v{}: write to the read-only grant mapping at {gpa:#x}: #GP", d.id, v.id);
+            hw.cpu.inject(Event::Exception(vector::GP, Some(0)));
+        }
+    }
+    Next::Continue
 }
 
 /// An access to the xAPIC page: decode the instruction and perform it on the vLAPIC.

@@ -48,6 +48,39 @@ impl MemCell {
         self.inner.lock().mem.as_mut().map(f)
     }
 
+    /// Take a reference on the RAM frame at `gfn` (writable RAM if `write`), as for a grant
+    /// pinned by another domain; returns the host frame. Undo with [`MemCell::unpin_raw`].
+    pub fn pin_raw(&self, gfn: Gfn, write: bool) -> Result<Pfn, MemError> {
+        let mut inner = self.inner.lock();
+        let mem = inner.mem.as_mut().ok_or(MemError::NotMapped)?;
+        let m = mem.p2m.lookup(&KeelTables, gfn).ok_or(MemError::NotMapped)?;
+        if m.kind != P2mType::Ram || (write && !m.access.writable()) {
+            return Err(MemError::NotMapped);
+        }
+        *mem.pins.entry(m.mfn.as_u64()).or_insert(0) += 1;
+        Ok(m.mfn)
+    }
+
+    /// Drop a reference taken by [`MemCell::pin_raw`] (or held by a [`PinnedPage`]); a frame
+    /// the guest gave back, or whose domain is gone, is freed with its last reference.
+    pub fn unpin_raw(&self, mfn: Pfn) {
+        let mut inner = self.inner.lock();
+        let domid = inner.domid;
+        if let Some(mem) = inner.mem.as_mut() {
+            mem.unpin(mfn);
+            return;
+        }
+        let key = mfn.as_u64();
+        match inner.orphans.get_mut(&key) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                inner.orphans.remove(&key);
+                mm::free_frames_of(mfn, 0, Owner::Domain(domid));
+            }
+            None => log::error!("d{domid}: pinned frame {mfn} unknown after destruction"),
+        }
+    }
+
     /// Destroy the memory (see [`DomainMemory::destroy`]); returns the RAM frames it held.
     pub fn destroy(&self) -> u64 {
         let mut inner = self.inner.lock();
@@ -153,6 +186,13 @@ impl KeelFrame {
         // SAFETY: the frame is keel's until `self` is dropped; the view borrows `self`.
         unsafe { FrameView::new(self.mfn) }
     }
+
+    /// Its contents as 32-bit words (a grant frame, which the guest shares).
+    pub fn words(&self) -> &[AtomicU32; 1024] {
+        // SAFETY: a whole page-aligned 4 KiB frame that is keel's for as long as `self` lives
+        // (the borrow); only atomics touch it, since the guest writes it concurrently.
+        unsafe { &*(paging::phys_to_virt(self.mfn.addr().as_u64()) as *const [AtomicU32; 1024]) }
+    }
 }
 
 impl Drop for KeelFrame {
@@ -199,26 +239,23 @@ impl PinnedPage {
         // the view borrows `self`.
         unsafe { FrameView::new(self.mfn) }
     }
+
+    /// Its direct-map address (valid while the pin lasts).
+    pub fn va(&self) -> u64 {
+        paging::phys_to_virt(self.mfn.addr().as_u64())
+    }
+
+    /// Its contents as 32-bit words (FIFO event pages).
+    pub fn words(&self) -> &[AtomicU32; 1024] {
+        // SAFETY: a whole page-aligned 4 KiB frame the pin keeps allocated for the borrow;
+        // only atomics touch it, since the guest writes it concurrently.
+        unsafe { &*(self.va() as *const [AtomicU32; 1024]) }
+    }
 }
 
 impl Drop for PinnedPage {
     fn drop(&mut self) {
-        let mut inner = self.cell.inner.lock();
-        let domid = inner.domid;
-        if let Some(mem) = inner.mem.as_mut() {
-            mem.unpin(self.mfn);
-            return;
-        }
-        // The domain is gone: this frame waited for its last pin.
-        let key = self.mfn.as_u64();
-        match inner.orphans.get_mut(&key) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                inner.orphans.remove(&key);
-                mm::free_frames_of(self.mfn, 0, Owner::Domain(domid));
-            }
-            None => log::error!("d{domid}: pinned frame {} unknown after destruction", self.mfn),
-        }
+        self.cell.unpin_raw(self.mfn);
     }
 }
 
@@ -286,6 +323,9 @@ pub struct DomainMemory {
     pins: BTreeMap<u64, u32>,
     /// Pinned RAM frames the guest gave back: freed when their last pin goes.
     released: BTreeSet<u64>,
+    /// RAM frames taken out of the p2m by XENMEM_remove_from_physmap: as on Xen, they stay
+    /// the domain's (counted in `tot_pages`) until it is destroyed.
+    detached: BTreeSet<u64>,
     /// The highest gfn ever mapped (XENMEM_maximum_gpfn; like Xen's, it never goes down).
     max_mapped: Option<Gfn>,
 }
@@ -300,6 +340,7 @@ impl DomainMemory {
             max_pages,
             pins: BTreeMap::new(),
             released: BTreeSet::new(),
+            detached: BTreeSet::new(),
             max_mapped: None,
         })
     }
@@ -439,11 +480,21 @@ impl DomainMemory {
         self.populate(gfn, count)
     }
 
-    /// Remove whatever is mapped at `gfn` (XENMEM_remove_from_physmap): RAM is given back as
-    /// by `release_ram`; a keel frame (shared_info, grant frame) is just unmapped.
+    /// Remove whatever is mapped at `gfn` (XENMEM_remove_from_physmap): RAM leaves the p2m
+    /// but stays the domain's until it dies (Xen's behaviour); a keel frame (shared_info,
+    /// grant frame) is just unmapped.
     pub fn remove_page(&mut self, gfn: Gfn) -> Result<(), MemError> {
         match self.p2m.lookup(&KeelTables, gfn) {
-            Some(m) if m.kind == P2mType::Ram => self.release_ram(gfn),
+            // Xen takes the page out of the p2m and leaves it allocated to the domain.
+            Some(m) if m.kind == P2mType::Ram => {
+                self.split_to_4k(gfn)?;
+                let m = self.p2m.replace(&mut KeelTables, gfn, None)?.ok_or(MemError::NotMapped)?;
+                self.detached.insert(m.mfn.as_u64());
+                Ok(())
+            }
+            // Grant mappings go away only through GNTTABOP_unmap_grant_ref (the grant stays
+            // pinned until then).
+            Some(m) if matches!(m.kind, P2mType::ForeignGrant | P2mType::ForeignMap) => Err(MemError::NotMapped),
             Some(_) => {
                 self.split_to_4k(gfn)?;
                 self.p2m.replace(&mut KeelTables, gfn, None)?;
@@ -478,6 +529,31 @@ impl DomainMemory {
         }
         self.note_mapped(to);
         Ok(())
+    }
+
+    /// Map another domain's frame `mfn` (a grant, pinned by its granter's grant table) at
+    /// `gfn`. RAM there is given back first, as when Xen replaces it; another special
+    /// mapping there (a grant, shared_info, a grant frame) is refused.
+    pub fn map_grant(&mut self, gfn: Gfn, mfn: Pfn, read_only: bool) -> Result<(), MemError> {
+        match self.p2m.lookup(&KeelTables, gfn) {
+            Some(m) if m.kind == P2mType::Ram => self.release_ram(gfn)?,
+            Some(_) => return Err(MemError::P2m(P2mError::AlreadyMapped)),
+            None => {}
+        }
+        let access = if read_only { Access::R } else { Access::RW };
+        self.p2m.map(&mut KeelTables, gfn, mfn, 0, access, P2mType::ForeignGrant)?;
+        self.note_mapped(gfn);
+        Ok(())
+    }
+
+    /// Remove the grant mapping of `mfn` at `gfn` (false if that is not what is there).
+    pub fn unmap_grant(&mut self, gfn: Gfn, mfn: Pfn) -> bool {
+        match self.p2m.lookup(&KeelTables, gfn) {
+            Some(m) if m.kind == P2mType::ForeignGrant && m.mfn == mfn => {
+                self.p2m.replace(&mut KeelTables, gfn, None).is_ok()
+            }
+            _ => false,
+        }
     }
 
     /// Make the mapping containing `gfn` a 4 KiB one; for RAM the frames' allocation is split
@@ -609,6 +685,10 @@ impl DomainMemory {
         // and are freed by their last pin.
         let mut freed = self.released.len() as u64;
         let pins = &self.pins;
+        for &mfn in &self.detached {
+            free_ram_except(Pfn::new(mfn), 0, pins, domid);
+            freed += 1;
+        }
         self.p2m.destroy(&mut KeelTables, &mut |_, m| {
             if m.kind == P2mType::Ram {
                 free_ram_except(m.mfn, m.order, pins, domid);

@@ -14,7 +14,9 @@
 //! it; every other domain and keel itself go on.
 
 pub mod builder;
+pub mod events;
 pub mod exits;
+pub mod grant;
 pub mod guestmem;
 pub mod memory;
 pub mod shared;
@@ -32,6 +34,10 @@ use vcpu::Vcpu;
 
 /// A domain id (Xen's domid_t).
 pub type DomId = u16;
+
+/// Highest event-channel port of an unprivileged domain (what `xl` gives by default,
+/// `max_event_channels = 1023`); dom0 gets the FIFO ABI's whole range, as on Xen.
+const DOMU_MAX_EVTCHN_PORT: u32 = 1023;
 
 /// Watchdogs per domain (Xen's NR_DOMAIN_WATCHDOG_TIMERS).
 const WATCHDOGS: usize = 2;
@@ -119,6 +125,9 @@ pub struct DomainConfig {
 
 /// A live domain.
 pub struct Domain {
+    /// Its event channels (declared first: dropped before the vCPUs and frames its shared
+    /// words live in).
+    pub evtchn: IrqMutex<events::Channels>,
     /// Its id.
     pub id: DomId,
     /// Its name.
@@ -156,6 +165,10 @@ pub struct Domain {
     pub shared_info: shared::SharedInfoPage,
     /// Where the guest mapped shared_info, if it did.
     shared_info_gfn: IrqMutex<Option<keel_mm::Gfn>>,
+    /// It was reported as waiting for others to unmap its grants.
+    zombie_reported: AtomicBool,
+    /// Its grant table (as granter and as mapper).
+    pub grant: IrqMutex<grant::Table>,
     /// The memory map the builder gave it (XENMEM_memory_map).
     memmap: IrqMutex<Vec<xen_abi::memory::E820Entry>>,
     /// First of the 8 special pages (xenstore, console rings, ...), once built.
@@ -208,11 +221,12 @@ impl Domain {
         Ok(())
     }
 
-    /// After a p2m change that removed or moved mappings: every vCPU flushes its guest TLB
-    /// before it runs again.
+    /// After a p2m change that removed or moved mappings: when this returns, no vCPU of the
+    /// domain can use a stale translation (running ones were made to exit; every vCPU flushes
+    /// before it next enters the guest). Only then may a removed frame be freed or handed on.
     pub fn flush_guest_tlbs(&self) {
         for v in &self.vcpus {
-            v.request_tlb_flush();
+            v.flush_tlb_sync();
         }
     }
 
@@ -299,9 +313,11 @@ impl Domain {
         self.vm_assist.load(Ordering::Relaxed) & (1 << xen_abi::vm_assist::VMASST_TYPE_RUNSTATE_UPDATE_FLAG) != 0
     }
 
-    /// Send virtual interrupt `virq` for vCPU `v` (per-vCPU VIRQs) or the domain (global ones).
-    pub fn send_virq(&self, virq: u32, v: &Arc<Vcpu>) {
-        let _ = (virq, v); // event channels: being integrated (keel-evtchn)
+    /// Send virtual interrupt `virq` for vCPU `v` (a per-vCPU VIRQ) or the domain (a global
+    /// one: delivered through the port bound on vCPU 0).
+    pub fn send_virq(self: &Arc<Self>, virq: u32, v: &Vcpu) {
+        let notify = self.evtchn.lock().send_virq(virq, v.id);
+        events::act(notify, Some(self));
     }
 
     /// Whether it is shutting down, crashed or being destroyed.
@@ -339,6 +355,7 @@ impl Domain {
         for v in &self.vcpus {
             v.stop();
         }
+        notify_dom_exc(self.id);
         schedule_destroy(self.id);
     }
 
@@ -442,6 +459,8 @@ pub fn create(id: Option<DomId>, cfg: &DomainConfig) -> Result<Arc<Domain>, Crea
         }
     };
     let shared_info = shared::SharedInfoPage::new().ok_or(CreateError::OutOfMemory)?;
+    let grant = grant::Table::new(xen_abi::DomId(id), keel_grant::GrantConfig::default(), &mut grant::KeelFrames)
+        .map_err(|_| CreateError::OutOfMemory)?;
     let mem =
         Arc::new(memory::MemCell::new(DomainMemory::new(id, cfg.max_pages).map_err(|_| CreateError::OutOfMemory)?));
     let root = mem.with(|m| m.root()).unwrap_or(0);
@@ -456,7 +475,16 @@ pub fn create(id: Option<DomId>, cfg: &DomainConfig) -> Result<Arc<Domain>, Crea
             }
         }
     }
+    let max_port =
+        if cfg.privileged { xen_abi::event_channel::EVTCHN_FIFO_NR_CHANNELS - 1 } else { DOMU_MAX_EVTCHN_PORT };
+    let channels = keel_evtchn::Evtchn::new(
+        xen_abi::DomId(id),
+        cfg.vcpus,
+        max_port,
+        events::KeelShared::new(shared_info.va(), cfg.vcpus),
+    );
     let d = Arc::new(Domain {
+        evtchn: IrqMutex::new(channels),
         id,
         name: cfg.name.clone(),
         privileged: cfg.privileged,
@@ -477,11 +505,22 @@ pub fn create(id: Option<DomId>, cfg: &DomainConfig) -> Result<Arc<Domain>, Crea
         shared_info_gfn: IrqMutex::new(None),
         special_pfn_base: AtomicU64::new(0),
         memmap: IrqMutex::new(Vec::new()),
+        grant: IrqMutex::new(grant),
+        zombie_reported: AtomicBool::new(false),
     });
     crate::sched::add_domain(&d, cfg.weight, cfg.cap, cfg.cpus);
     DOMAINS.lock().insert(id, d.clone());
     EVER_CREATED.store(true, Ordering::Release);
     Ok(d)
+}
+
+/// Tell dom0 that a domain changed state (VIRQ_DOM_EXC, as Xen sends the hardware domain).
+fn notify_dom_exc(changed: DomId) {
+    if let Some(d0) = get(0).filter(|d0| d0.id != changed && !d0.is_dying()) {
+        if let Some(v0) = d0.vcpus.first() {
+            d0.send_virq(xen_abi::event_channel::VIRQ_DOM_EXC, v0);
+        }
+    }
 }
 
 fn schedule_destroy(id: DomId) {
@@ -502,8 +541,29 @@ pub fn reap() -> usize {
     for id in pending {
         let Some(d) = get(id) else { continue };
         let runtime_ns = crate::sched::domain_runtime(&d);
-        if d.vcpus.iter().any(|v| v.is_running()) || !crate::sched::remove_domain(&d) {
+        if d.vcpus.iter().any(|v| v.is_running()) {
             // A CPU is still leaving one of its vCPUs; try again on the next pass.
+            TO_DESTROY.lock().push(id);
+            continue;
+        }
+        // Its event channels close (peers' ends become unbound) and its own mappings of
+        // others' grants go first (that can always be done); then, as on Xen, it stays a
+        // dying domain while others still map its grants: their frames are its memory.
+        events::close_all(&d);
+        grant::release_mappings(&d);
+        let pinned = d.grant.lock().pinned_count();
+        if pinned > 0 {
+            if !d.zombie_reported.swap(true, Ordering::AcqRel) {
+                log::warn!(
+                    "d{} ({}): waiting for other domains to unmap {pinned} of its grant(s) before it is destroyed",
+                    d.id,
+                    d.display_name()
+                );
+            }
+            TO_DESTROY.lock().push(id);
+            continue;
+        }
+        if !crate::sched::remove_domain(&d) {
             TO_DESTROY.lock().push(id);
             continue;
         }
@@ -517,6 +577,7 @@ pub fn reap() -> usize {
 fn destroy(d: &Arc<Domain>, runtime_ns: u64) {
     DOMAINS.lock().remove(&d.id);
     let pages = d.mem.destroy();
+    notify_dom_exc(d.id);
     log::info!(
         "d{} ({}): destroyed: ran {}.{:03} s of CPU time, returned {} KiB",
         d.id,

@@ -3,10 +3,12 @@
 //! its own RAM instead (VCPUOP_register_vcpu_info). keel publishes pvclock time into both.
 //!
 //! Time: keel's monotonic clock *is* Xen system time (`time::now_ns`), computed from the TSC
-//! with the very scale published here, from the TSC value at system time zero. So every
-//! `vcpu_time_info` says `tsc_timestamp = <TSC at zero>, system_time = 0`, never changes, and a
-//! guest computing `system_time + scale(tsc - tsc_timestamp)` reads exactly keel's clock, on
-//! every vCPU (the TSCs run in step, hence `XEN_PVCLOCK_TSC_STABLE_BIT`).
+//! with the very scale published here. Every `vcpu_time_info` carries one anchor, taken when
+//! keel first publishes time (`tsc_timestamp` = the TSC then, `system_time` = keel's clock
+//! then, so neither is 0, as on Xen), and never changes: a guest computing
+//! `system_time + scale(tsc - tsc_timestamp)` reads keel's clock (at most 1 ns behind it, from
+//! rounding the anchor, never ahead: a timer keel fires is never early by the guest's clock),
+//! identically on every vCPU (the TSCs run in step, hence `XEN_PVCLOCK_TSC_STABLE_BIT`).
 
 use core::mem::offset_of;
 use core::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
@@ -42,6 +44,11 @@ impl SharedInfoPage {
     /// Its frame.
     pub fn mfn(&self) -> Pfn {
         self.frame.mfn()
+    }
+
+    /// Its direct-map address.
+    pub fn va(&self) -> u64 {
+        crate::arch::x86::paging::phys_to_virt(self.frame.mfn().addr().as_u64())
     }
 
     fn view(&self) -> FrameView<'_> {
@@ -128,16 +135,34 @@ impl<'a> VcpuInfoRef<'a> {
 /// The `vcpu_time_info` keel publishes (see the module doc).
 pub fn time_info(version: u32) -> VcpuTimeInfo {
     let scale = time::scale();
+    let (tsc_timestamp, system_time) = anchor();
     VcpuTimeInfo {
         version,
         pad0: 0,
-        tsc_timestamp: time::tsc_epoch(),
-        system_time: 0,
+        tsc_timestamp,
+        system_time,
         tsc_to_system_mul: scale.mul,
         tsc_shift: scale.shift,
         flags: XEN_PVCLOCK_TSC_STABLE_BIT,
         pad1: [0; 2],
     }
+}
+
+/// The TSC of the pvclock anchor (0: not taken yet).
+static ANCHOR_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// The pvclock anchor `(tsc_timestamp, system_time)` every `vcpu_time_info` carries: taken
+/// once, on first use (after TSC calibration: domains are built later).
+fn anchor() -> (u64, u64) {
+    let mut tsc = ANCHOR_TSC.load(Ordering::Acquire);
+    if tsc == 0 {
+        let now = crate::arch::x86::cpu::rdtsc().max(time::tsc_epoch()).max(1);
+        tsc = match ANCHOR_TSC.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => now,
+            Err(first) => first,
+        };
+    }
+    (tsc, time::tsc_to_ns(tsc.saturating_sub(time::tsc_epoch())))
 }
 
 /// Write a `vcpu_time_info` at `at` in `view` with the version protocol.
@@ -169,6 +194,11 @@ impl RegisteredVcpuInfo {
     /// Its contents.
     pub fn get(&self) -> VcpuInfoRef<'_> {
         VcpuInfoRef { view: self.page.view(), base: self.offset }
+    }
+
+    /// Its direct-map address (valid while its vCPU lives).
+    pub fn va(&self) -> u64 {
+        self.page.va() + self.offset as u64
     }
 }
 

@@ -114,6 +114,10 @@ pub struct Vcpu {
     /// The CPU it last ran on (timers are kept there).
     pub last_cpu: AtomicU32,
     nmi: AtomicBool,
+    /// Set by every [`Vcpu::kick`]: a vCPU deciding to block clears it first
+    /// ([`Vcpu::begin_block`]) and, having published `Blocked`, wakes again if it was set
+    /// meanwhile (a waker that still saw it running only poked its CPU).
+    kicked: AtomicBool,
     /// Its guest TLB must be flushed before it runs again (a p2m change).
     tlb_flush: AtomicBool,
     runstate: IrqMutex<Runstate>,
@@ -128,6 +132,12 @@ pub struct Vcpu {
     timers: IrqMutex<XenTimers>,
     /// It was given a context (boot vCPU, INIT/SIPI, VCPUOP_initialise): VCPUOP_up may run it.
     pub initialised: AtomicBool,
+    /// The port it polls (SCHEDOP_poll): 0 none, `events::ANY_PORT` several.
+    pub polling: AtomicU32,
+    /// It is in guest mode (between the last checks before VMRUN and the exit).
+    in_guest: AtomicBool,
+    /// VM exits so far (for waiting until it left the guest).
+    exits: AtomicU64,
 }
 
 /// How a slice ended.
@@ -161,6 +171,7 @@ impl Vcpu {
             on_cpu: AtomicU32::new(u32::MAX),
             last_cpu: AtomicU32::new(0),
             nmi: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
             tlb_flush: AtomicBool::new(false),
             runstate: IrqMutex::new(Runstate { state: RunState::Offline, entry_ns: time::now_ns(), time: [0; 4] }),
             runstate_area: AtomicU64::new(0),
@@ -169,6 +180,9 @@ impl Vcpu {
             upcall_vector: AtomicU8::new(0),
             timers: IrqMutex::new(XenTimers::default()),
             initialised: AtomicBool::new(false),
+            polling: AtomicU32::new(0),
+            in_guest: AtomicBool::new(false),
+            exits: AtomicU64::new(0),
         })
     }
 
@@ -313,6 +327,7 @@ impl Vcpu {
 
     /// Wake it if it is blocked; make the CPU running it look at its interrupts again.
     pub fn kick(self: &Arc<Self>) {
+        self.kicked.store(true, Ordering::SeqCst);
         if self.state() == RunState::Blocked && self.transition(Some(RunState::Blocked), RunState::Runnable) {
             crate::sched::wake(self);
             return;
@@ -328,8 +343,8 @@ impl Vcpu {
 
     /// Stop it for good (its domain shut down): off the scheduler, out of the guest.
     pub fn stop(self: &Arc<Self>) {
-        self.set_state(RunState::Offline);
         crate::sched::sleep(self);
+        self.set_state(RunState::Offline);
         let cpu = self.on_cpu.load(Ordering::Acquire);
         if cpu != u32::MAX && percpu::try_this_cpu().is_none_or(|me| me.index != cpu) {
             if let Some(c) = percpu::cpu(cpu as usize) {
@@ -346,14 +361,26 @@ impl Vcpu {
         }
     }
 
-    /// Flush its guest TLB before it next runs; if it runs right now, make it exit first.
-    pub fn request_tlb_flush(&self) {
-        self.tlb_flush.store(true, Ordering::Release);
+    /// Flush its guest TLB before it next enters the guest, and return once it cannot use a
+    /// stale translation any more: if it is in guest mode on another CPU right now, it is
+    /// made to exit and this waits for that exit (its next entry flushes first).
+    ///
+    /// The flag and `in_guest` are a Dekker pair (both SeqCst): either the entering CPU sees
+    /// the flag before VMRUN, or this sees it in the guest and waits.
+    pub fn flush_tlb_sync(&self) {
+        self.tlb_flush.store(true, Ordering::SeqCst);
+        if !self.in_guest.load(Ordering::SeqCst) {
+            return;
+        }
         let cpu = self.on_cpu.load(Ordering::Acquire);
-        if cpu != u32::MAX && percpu::try_this_cpu().is_none_or(|me| me.index != cpu) {
-            if let Some(c) = percpu::cpu(cpu as usize) {
-                apic::send_ipi(apic::Dest::Apic(c.apic_id), apic::Delivery::Fixed, apic::KICK_VECTOR);
-            }
+        let Some(c) = percpu::cpu(cpu as usize) else { return };
+        if percpu::try_this_cpu().is_some_and(|me| me.index == cpu) {
+            return; // that is us: we are not in the guest
+        }
+        let exits = self.exits.load(Ordering::Acquire);
+        apic::send_ipi(apic::Dest::Apic(c.apic_id), apic::Delivery::Fixed, apic::KICK_VECTOR);
+        while self.in_guest.load(Ordering::SeqCst) && self.exits.load(Ordering::Acquire) == exits {
+            core::hint::spin_loop();
         }
     }
 
@@ -383,8 +410,8 @@ impl Vcpu {
                 // vcpu_reset): VCPUOP_up cannot run it before a STARTUP or VCPUOP_initialise.
                 self.initialised.store(false, Ordering::Release);
                 if self.state() != RunState::Offline {
-                    self.set_state(RunState::Offline);
                     crate::sched::sleep(self);
+                    self.set_state(RunState::Offline);
                     self.kick();
                 }
             }
@@ -449,7 +476,9 @@ impl Vcpu {
             self.fire_timers(now);
             let timer = self.next_deadline();
             self.deliver_events(&domain, hw);
-            if self.tlb_flush.swap(false, Ordering::AcqRel) {
+            // In guest mode from here on, for `flush_tlb_sync` (which sets the flag first).
+            self.in_guest.store(true, Ordering::SeqCst);
+            if self.tlb_flush.swap(false, Ordering::SeqCst) {
                 hw.cpu.request_tlb_flush();
             }
             // Arm the CPU's timer for whatever comes first: the slice end, the vCPU's timers,
@@ -457,6 +486,8 @@ impl Vcpu {
             let next = [until, timer, crate::timers::earliest_for(cpu.index)].into_iter().flatten().min();
             apic::timer_oneshot(next.map_or(0, |n| n.saturating_sub(now).max(1_000)));
             let exit = hw.cpu.run(cpu.index, svm);
+            self.exits.fetch_add(1, Ordering::Release);
+            self.in_guest.store(false, Ordering::SeqCst);
             x86_64::instructions::interrupts::enable();
             match super::exits::handle(self, &domain, hw, exit) {
                 super::exits::Next::Continue => {}
@@ -473,8 +504,9 @@ impl Vcpu {
                 self.transition(Some(RunState::Running), RunState::Runnable);
             }
             SliceEnd::Blocked => {
-                // `exits` set Blocked; an interrupt may have arrived since: wake up again.
-                if self.has_work() {
+                // `exits` set Blocked; a wake-up that came while it still ran only poked this
+                // CPU: wake up again.
+                if self.kicked.load(Ordering::SeqCst) {
                     self.kick();
                 }
             }
@@ -483,34 +515,48 @@ impl Vcpu {
         end
     }
 
-    /// Block on HLT (or SCHEDOP_block): if nothing is pending, the vCPU sleeps until an
-    /// interrupt, its vLAPIC timer, or `wake_at`.
-    pub fn block(self: &Arc<Self>, wake_at: Option<u64>) -> bool {
-        if self.has_work() {
+    /// The vCPU starts deciding whether to block (HLT, SCHEDOP_block, SCHEDOP_poll): from
+    /// here on, any wake-up makes it run again, even one that comes before it is `Blocked`.
+    pub fn begin_block(&self) {
+        self.kicked.store(false, Ordering::SeqCst);
+    }
+
+    /// Block on HLT (or SCHEDOP_block), after [`Vcpu::begin_block`]: unless an interrupt it
+    /// can take is pending (`irqs_open`: the guest had IF set and no interrupt shadow), the
+    /// vCPU sleeps until it is kicked (a new interrupt or event, its vLAPIC timer) or
+    /// `wake_at`. As on Xen, an interrupt pending while the guest cannot take it does not end
+    /// the block; only the next wake-up does.
+    pub fn block(self: &Arc<Self>, wake_at: Option<u64>, irqs_open: bool) -> bool {
+        if self.has_work(irqs_open) {
             return false;
         }
+        // The scheduler hears first: a waker that sees `Blocked` calls `sched::wake`, which
+        // is lost on a vCPU the scheduler still thinks runnable (it would then be put to
+        // sleep after its wake-up, and never run again).
+        crate::sched::sleep(self);
         self.set_state(RunState::Blocked);
         let deadline = [self.next_deadline(), wake_at].into_iter().flatten().min();
         if let Some(d) = deadline {
             crate::timers::add(d, self);
         }
-        crate::sched::sleep(self);
         true
     }
 
     /// HLT with interrupts disabled: this vCPU is down. When every vCPU of the domain is, the
     /// domain powers off (Xen's rule; it is how Linux PVH powers off without ACPI S5).
     pub fn down(self: &Arc<Self>, domain: &Arc<Domain>) {
-        self.set_state(RunState::Offline);
         crate::sched::sleep(self);
+        self.set_state(RunState::Offline);
         if domain.vcpus.iter().all(|v| v.state() == RunState::Offline) {
             domain.shutdown(super::ShutdownReason::Poweroff);
         }
     }
 
-    /// Whether an interrupt, NMI or event upcall is waiting for it.
-    pub fn has_work(&self) -> bool {
-        self.nmi.load(Ordering::Acquire) || self.vlapic.lock().pending().is_some() || self.callback_pending().is_some()
+    /// Whether an NMI, or (when the guest can take one: `irqs_open`) an interrupt or event
+    /// upcall, is waiting for it.
+    pub fn has_work(&self, irqs_open: bool) -> bool {
+        self.nmi.load(Ordering::Acquire)
+            || (irqs_open && (self.vlapic.lock().pending().is_some() || self.callback_pending().is_some()))
     }
 
     /// Whether the domain's callback vector should be injected: one is configured and this

@@ -21,6 +21,11 @@ pub fn console_io(c: &mut Call<'_>, cmd: u32, count: u32, buf: Gva) -> HcResult 
             let mut done = 0usize;
             let total = count as usize;
             while done < total {
+                // A long write continues later with what is left, as Xen's does.
+                if done > 0 && c.preempt_due() {
+                    let rest = (total - done) as u64;
+                    return Ok(c.continuation([cmd as u64, rest, buf.0.wrapping_add(done as u64), 0, 0]));
+                }
                 let n = (total - done).min(CHUNK);
                 c.read_bytes(Gva(buf.0.wrapping_add(done as u64)), &mut chunk[..n])?;
                 c.domain.console_write(&chunk[..n]);
@@ -31,6 +36,11 @@ pub fn console_io(c: &mut Call<'_>, cmd: u32, count: u32, buf: Gva) -> HcResult 
         CONSOLEIO_READ => {
             if !c.domain.privileged {
                 return Err(Errno::EPERM);
+            }
+            // The result is a count or an errno: counts that could not be told apart from
+            // errors are refused, as Xen does.
+            if count > i32::MAX as u32 {
+                return Err(Errno::E2BIG);
             }
             let mut chunk = [0u8; CHUNK];
             let n = crate::console::read_input(&mut chunk[..(count as usize).min(CHUNK)]);

@@ -68,6 +68,10 @@ pub fn memory_op(c: &mut Call<'_>, cmd: u64, arg: Gva) -> HcResult {
                     d.map_shared_info(Gfn::new(a.gpfn.0)).map_err(mem_errno)?;
                     Ok(Outcome::Ret(0))
                 }
+                XENMAPSPACE_GRANT_TABLE => {
+                    map_grant_frame(&d, a.idx, Gfn::new(a.gpfn.0))?;
+                    Ok(Outcome::Ret(0))
+                }
                 XENMAPSPACE_GMFN => {
                     d.with_mem(|m| m.move_ram(Gfn::new(a.idx), Gfn::new(a.gpfn.0)))
                         .ok_or(Errno::ESRCH)?
@@ -195,6 +199,26 @@ fn reservation(c: &mut Call<'_>, op: u64, start: u64, arg: Gva) -> HcResult {
         i += 1;
     }
     Ok(Outcome::Ret(i as i64))
+}
+
+/// XENMAPSPACE_grant_table: grant frame `idx` of `d` appears at `gfn` (and leaves the gfn it
+/// was at before), the table growing to `idx + 1` frames if needed.
+fn map_grant_frame(d: &crate::dom::Domain, idx: u64, gfn: Gfn) -> Result<(), Errno> {
+    let mut table = d.grant.lock();
+    let frame = table.add_to_physmap(idx, &mut crate::dom::grant::KeelFrames)?;
+    let (index, mfn, old) = (frame.index, frame.frame.mfn(), frame.current_gfn);
+    d.with_mem(|m| {
+        if let Some(old) = old {
+            m.unmap_keel_frame(old)?;
+        }
+        m.map_keel_frame(gfn, mfn, keel_p2m::P2mType::GrantTable).map(|_| ())
+    })
+    .ok_or(Errno::ESRCH)?
+    .map_err(mem_errno)?;
+    table.set_frame_gfn(index, Some(gfn));
+    drop(table);
+    d.flush_guest_tlbs();
+    Ok(())
 }
 
 /// The errno a memory failure becomes.

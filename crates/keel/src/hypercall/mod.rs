@@ -8,6 +8,8 @@
 //! or sub-op returns -ENOSYS, as Xen does.
 
 mod console_io;
+mod event_channel_op;
+mod grant_table_op;
 mod hvm_op;
 mod memory_op;
 mod multicall;
@@ -42,6 +44,8 @@ pub struct Call<'a> {
     pub started_ns: u64,
     /// Inside a multicall (which may not nest).
     pub in_multicall: bool,
+    /// The guest could take an interrupt when it made the call (IF set, no interrupt shadow).
+    pub irqs_open: bool,
 }
 
 /// How long a hypercall may run before a preemptible one continues later (Xen preempts when
@@ -113,6 +117,8 @@ pub enum Outcome {
     Ret(i64),
     /// The vCPU blocks (RAX = 0 when it resumes).
     Block,
+    /// The vCPU blocks at most until this system time (SCHEDOP_poll; RAX = 0 when it resumes).
+    BlockUntil(Option<u64>),
     /// The vCPU yields (RAX = 0).
     Yield,
     /// The vCPU's domain stopped (shutdown): do not resume it.
@@ -186,9 +192,11 @@ hypercalls! {
     13 => multicall::multicall(list: Gva, nr_calls: u32);
     17 => xen_version::xen_version(cmd: u32, arg: Gva);
     18 => console_io::console_io(cmd: u32, count: u32, buf: Gva);
+    20 => grant_table_op::grant_table_op(cmd: u32, uop: Gva, count: u32);
     21 => vm_assist::vm_assist(cmd: u32, kind: u32);
     24 => vcpu_op::vcpu_op(cmd: u32, vcpuid: u32, arg: Gva);
     29 => sched_op::sched_op(cmd: u32, arg: Gva);
+    32 => event_channel_op::event_channel_op(cmd: u32, arg: Gva);
     33 => physdev_op::physdev_op(cmd: u32, arg: Gva);
     34 => hvm_op::hvm_op(op: u64, arg: Gva);
 }
@@ -208,7 +216,7 @@ pub fn name(nr: u64) -> &'static str {
 }
 
 /// Handle the hypercall the vCPU just made (RIP already past the instruction).
-pub fn dispatch(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw) -> Next {
+pub fn dispatch(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw, irqs_open: bool) -> Next {
     let nr = hw.cpu.rax();
     if hw.cpu.cpl() != 0 {
         hw.cpu.set_rax(Errno::EPERM.as_ret() as u64);
@@ -224,7 +232,14 @@ pub fn dispatch(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw) -> Next {
     let nr = if long { nr } else { nr & 0xffff_ffff };
     let result = match TABLE.iter().find(|e| e.nr == nr) {
         Some(e) => (e.handler)(
-            &mut Call { vcpu: v, domain: d, hw, started_ns: crate::arch::x86::time::now_ns(), in_multicall: false },
+            &mut Call {
+                vcpu: v,
+                domain: d,
+                hw,
+                started_ns: crate::arch::x86::time::now_ns(),
+                in_multicall: false,
+                irqs_open,
+            },
             args,
         ),
         None => Err(Errno::ENOSYS),
@@ -236,9 +251,20 @@ pub fn dispatch(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw) -> Next {
         }
         Ok(Outcome::Block) => {
             hw.cpu.set_rax(0);
-            if v.block(None) {
+            v.begin_block();
+            if v.block(None, irqs_open) {
                 Next::Block
             } else {
+                Next::Continue
+            }
+        }
+        Ok(Outcome::BlockUntil(deadline)) => {
+            hw.cpu.set_rax(0);
+            // `poll` called `begin_block` before it looked at the ports.
+            if v.block(deadline, irqs_open) {
+                Next::Block
+            } else {
+                v.polling.store(0, core::sync::atomic::Ordering::Release);
                 Next::Continue
             }
         }

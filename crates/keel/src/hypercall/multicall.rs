@@ -29,7 +29,7 @@ pub fn multicall(c: &mut Call<'_>, list: Gva, nr_calls: u32) -> HcResult {
         c.in_multicall = false;
         let (result, stop) = match r {
             Ok(Outcome::Ret(v)) => (v as u64, false),
-            Ok(Outcome::Block) | Ok(Outcome::Yield) => {
+            Ok(Outcome::Block) | Ok(Outcome::Yield) | Ok(Outcome::BlockUntil(_)) => {
                 after = r.unwrap_or(Outcome::Ret(0));
                 (0, false)
             }

@@ -6,6 +6,7 @@ use xen_abi::errno::Errno;
 use xen_abi::sched::*;
 
 use super::{Call, Gva, HcResult, Outcome};
+use crate::dom::events;
 use crate::dom::ShutdownReason;
 
 /// `sched_op(cmd, arg)`.
@@ -18,6 +19,7 @@ pub fn sched_op(c: &mut Call<'_>, cmd: u32, arg: Gva) -> HcResult {
             c.domain.shutdown(ShutdownReason::from_xen(s.reason));
             Ok(Outcome::Stop)
         }
+        SCHEDOP_POLL => poll(c, arg),
         SCHEDOP_SHUTDOWN_CODE => {
             let s: SchedShutdown = c.read(arg)?;
             c.domain.set_shutdown_code(s.reason as u8);
@@ -49,4 +51,44 @@ pub fn sched_op(c: &mut Call<'_>, cmd: u32, arg: Gva) -> HcResult {
         }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Most ports one SCHEDOP_poll may name (Xen's "fairly arbitrary limit").
+const POLL_MAX_PORTS: u32 = 128;
+
+/// SCHEDOP_poll: return at once if an interrupt or event is pending or one of the ports is,
+/// else block until one of the ports becomes pending, the vCPU is woken otherwise, or the
+/// timeout (absolute system time; 0: none) passes. Returns 0 in every such case, as Xen.
+fn poll(c: &mut Call<'_>, arg: Gva) -> HcResult {
+    let p: SchedPoll = c.read(arg)?;
+    if p.nr_ports > POLL_MAX_PORTS {
+        return Err(Errno::EINVAL);
+    }
+    let mut ports = [0u32; POLL_MAX_PORTS as usize];
+    for (i, slot) in ports.iter_mut().take(p.nr_ports as usize).enumerate() {
+        *slot = c.read::<u32>(Gva(p.ports.addr().wrapping_add(4 * i as u64)))?;
+    }
+    let ports = &ports[..p.nr_ports as usize];
+    // Announce the poll before looking, so an event raised meanwhile wakes the vCPU.
+    let announce = if ports.len() == 1 { ports[0] } else { events::ANY_PORT };
+    c.vcpu.begin_block();
+    c.vcpu.polling.store(announce, core::sync::atomic::Ordering::SeqCst);
+    if c.vcpu.has_work(c.irqs_open) {
+        c.vcpu.polling.store(0, core::sync::atomic::Ordering::Release);
+        return Ok(Outcome::Ret(0));
+    }
+    for &port in ports {
+        match events::is_pending(c.domain, xen_abi::EvtchnPort(port)) {
+            Ok(false) => {}
+            Ok(true) => {
+                c.vcpu.polling.store(0, core::sync::atomic::Ordering::Release);
+                return Ok(Outcome::Ret(0));
+            }
+            Err(e) => {
+                c.vcpu.polling.store(0, core::sync::atomic::Ordering::Release);
+                return Err(e);
+            }
+        }
+    }
+    Ok(Outcome::BlockUntil((p.timeout != 0).then_some(p.timeout)))
 }

@@ -156,6 +156,9 @@ fn register_vcpu_info(c: &Call<'_>, v: &Arc<Vcpu>, is_current: bool, info: VcpuR
     if !installed {
         return Err(Errno::EINVAL); // another CPU registered one meanwhile
     }
+    if let Some(reg) = v.vcpu_info.get() {
+        c.domain.evtchn.lock().shared_mut().set_vcpu_info(v.id, reg.va());
+    }
     let new = v.vcpu_info(c.domain).ok_or(Errno::EINVAL)?;
     match old {
         Some(bytes) => new.write(&bytes),

@@ -85,7 +85,17 @@ pub fn xen_version(c: &mut Call<'_>, cmd: u32, arg: Gva) -> HcResult {
             c.write(arg, &XenCommandline::new(&line))?;
             Ok(Outcome::Ret(0))
         }
-        XENVER_BUILD_ID => Err(Errno::ENODATA),
+        XENVER_BUILD_ID => {
+            // A non-null buffer must be readable and announce room (Xen checks both before
+            // it looks for its build id); keel is linked without one.
+            if arg.0 != 0 {
+                let len: u32 = c.read(arg)?;
+                if len == 0 {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            Err(Errno::ENODATA)
+        }
         _ => Err(Errno::ENOSYS),
     }
 }
