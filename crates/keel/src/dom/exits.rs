@@ -343,6 +343,10 @@ fn apic_actions(v: &Arc<Vcpu>, d: &Arc<Domain>, actions: keel_vlapic::Actions) {
         }
     }
     if actions.became_enabled {
+        // An upcall raised while the APIC was software-disabled was dropped by it; the guest
+        // still has `evtchn_upcall_pending` set and would never get another (Xen re-asserts
+        // it here too).
+        v.reassert_upcall(d);
         v.kick();
     }
 }

@@ -118,6 +118,8 @@ pub struct Vcpu {
     /// ([`Vcpu::begin_block`]) and, having published `Blocked`, wakes again if it was set
     /// meanwhile (a waker that still saw it running only poked its CPU).
     kicked: AtomicBool,
+    /// The timeout of the block in progress (SCHEDOP_poll), 0 for none.
+    block_until: AtomicU64,
     /// Its guest TLB must be flushed before it runs again (a p2m change).
     tlb_flush: AtomicBool,
     runstate: IrqMutex<Runstate>,
@@ -172,6 +174,7 @@ impl Vcpu {
             last_cpu: AtomicU32::new(0),
             nmi: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
+            block_until: AtomicU64::new(0),
             tlb_flush: AtomicBool::new(false),
             runstate: IrqMutex::new(Runstate { state: RunState::Offline, entry_ns: time::now_ns(), time: [0; 4] }),
             runstate_area: AtomicU64::new(0),
@@ -244,12 +247,14 @@ impl Vcpu {
 
     fn timers_changed(self: &Arc<Self>) {
         if self.state() == RunState::Blocked {
+            // Changing a timer is no reason to wake up: the queue wakes it when one fires.
             if let Some(d) = self.timers.lock().next() {
                 crate::timers::add(d, self);
             }
+        } else {
+            // A running vCPU re-arms its CPU's timer at its next entry.
+            self.kick();
         }
-        // A running vCPU re-arms its CPU's timer at its next entry.
-        self.kick();
     }
 
     /// Its earliest timer: the vLAPIC's or a Xen one.
@@ -258,14 +263,13 @@ impl Vcpu {
     }
 
     /// Fire whatever timers are due at `now`: the vLAPIC timer, and the Xen timers (which
-    /// send VIRQ_TIMER).
-    fn fire_timers(self: &Arc<Self>, now: u64) {
-        {
+    /// send VIRQ_TIMER, whose delivery wakes the vCPU if it should). Returns whether the
+    /// vLAPIC timer put an interrupt in the IRR (the caller makes the vCPU notice).
+    fn fire_timers(self: &Arc<Self>, now: u64) -> bool {
+        let lapic_irq = {
             let mut lapic = self.vlapic.lock();
-            if lapic.timer_deadline().is_some_and(|d| now >= d) {
-                lapic.on_timer(now);
-            }
-        }
+            lapic.timer_deadline().is_some_and(|d| now >= d) && lapic.on_timer(now)
+        };
         let fire = {
             let mut t = self.timers.lock();
             let mut fire = false;
@@ -286,6 +290,7 @@ impl Vcpu {
                 d.send_virq(xen_abi::event_channel::VIRQ_TIMER, self);
             }
         }
+        lapic_irq
     }
 
     /// Its run state.
@@ -399,6 +404,15 @@ impl Vcpu {
         }
     }
 
+    /// Raise its per-vCPU upcall vector again if events are still pending for it (after
+    /// its APIC was software-enabled: the earlier raise may have been dropped).
+    pub fn reassert_upcall(self: &Arc<Self>, d: &Domain) {
+        let vector = self.upcall_vector.load(Ordering::Acquire);
+        if vector != 0 && self.vcpu_info(d).is_some_and(|i| i.upcall_pending().load(Ordering::Acquire) != 0) {
+            self.raise_vector(vector);
+        }
+    }
+
     /// React to what its vLAPIC made of an IPI.
     pub fn received(self: &Arc<Self>, r: Received) {
         match r {
@@ -473,7 +487,7 @@ impl Vcpu {
                 continue;
             }
             let now = time::now_ns();
-            self.fire_timers(now);
+            let _ = self.fire_timers(now); // delivered just below
             let timer = self.next_deadline();
             self.deliver_events(&domain, hw);
             // In guest mode from here on, for `flush_tlb_sync` (which sets the flag first).
@@ -519,6 +533,7 @@ impl Vcpu {
     /// here on, any wake-up makes it run again, even one that comes before it is `Blocked`.
     pub fn begin_block(&self) {
         self.kicked.store(false, Ordering::SeqCst);
+        self.block_until.store(0, Ordering::Release);
     }
 
     /// Block on HLT (or SCHEDOP_block), after [`Vcpu::begin_block`]: unless an interrupt it
@@ -534,7 +549,12 @@ impl Vcpu {
         // is lost on a vCPU the scheduler still thinks runnable (it would then be put to
         // sleep after its wake-up, and never run again).
         crate::sched::sleep(self);
-        self.set_state(RunState::Blocked);
+        // Only from running: a VCPUOP_down or INIT from another vCPU may have taken it
+        // offline meanwhile, and that must stick (its slice ends either way).
+        if !self.transition(Some(RunState::Running), RunState::Blocked) {
+            return true;
+        }
+        self.block_until.store(wake_at.unwrap_or(0), Ordering::Release);
         let deadline = [self.next_deadline(), wake_at].into_iter().flatten().min();
         if let Some(d) = deadline {
             crate::timers::add(d, self);
@@ -569,14 +589,22 @@ impl Vcpu {
     }
 
     /// Called by the timer queue when a blocked vCPU's deadline passed.
+    ///
+    /// Entries are not removed when a timer is stopped or a vCPU wakes early, so this may find
+    /// nothing due: it wakes the vCPU only for an interrupt the vLAPIC timer raised or its
+    /// block timeout (SCHEDOP_poll) passing, never spuriously (a Xen guest's SCHEDOP_block
+    /// returns only for an event). A Xen timer's VIRQ wakes it through its own delivery.
     pub fn timer_expired(self: &Arc<Self>, now: u64) {
-        self.fire_timers(now);
+        let lapic_irq = self.fire_timers(now);
         if let Some(next) = self.timers.lock().next() {
             if self.state() == RunState::Blocked {
                 crate::timers::add(next, self);
             }
         }
-        self.kick();
+        let until = self.block_until.load(Ordering::Acquire);
+        if lapic_irq || (until != 0 && now >= until) {
+            self.kick();
+        }
     }
 
     /// Write its runstate into the area it registered (at each context switch, as Xen), with
