@@ -6,6 +6,9 @@
 //!   start to the probe's first line, the domain build time keel reports (boot module to first
 //!   guest instruction), and the cost of a null hypercall measured inside the probe (TSC
 //!   cycles, median of 100 000 calls).
+//! * keel against Xen 4.17: every benchmark the probe prints with `probe.bench` (parsed by
+//!   name, so new ones appear without changes here), keel's median, Xen's and the ratio, from
+//!   one run of each hypervisor in the same QEMU machine (see `conformance.rs`).
 //!
 //! Each figure is the median/min/max over several runs. Benchmarks report; they never fail on
 //! time. A run that does not produce its figure is an error, though: the numbers would mean
@@ -120,7 +123,7 @@ pub fn run(ws: &Workspace, runs: usize, verbose: bool) -> Result<()> {
     let image = fs::read(&image_path).with_context(|| format!("cannot read {}", image_path.display()))?;
     let load_bytes = symbols::loaded_size(&image).context("reading build/keel")?;
 
-    let machine = Machine { cpu: "max".into(), smp: 2, mem: MemSize::from_gib(1) };
+    let machine = Machine::bios("max", 2, MemSize::from_gib(1));
     let boot = Boot::Kernel { image: image_path.clone(), append: DEFAULT_OPTIONS.into(), initrd: Vec::new() };
     let mut samples = Vec::with_capacity(runs);
     for i in 0..runs {
@@ -172,6 +175,7 @@ pub fn run(ws: &Workspace, runs: usize, verbose: bool) -> Result<()> {
         figures.push(f);
     }
     print!("{}", render_guest(runs, &figures));
+    print!("{}", crate::conformance::bench_versus_xen(ws, verbose)?);
     Ok(())
 }
 

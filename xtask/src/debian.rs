@@ -1,10 +1,12 @@
-//! Debian's own packages, fetched for the tests that run real clients no one here wrote:
-//! the stock kernels (`linux-image-amd64`, `linux-image-cloud-amd64`).
+//! Debian's own packages, fetched for the tests that run real software no one here wrote: the
+//! stock kernels (`linux-image-amd64`, `linux-image-cloud-amd64`) and, for the conformance
+//! comparison, the Xen hypervisor itself (see `xen.rs`).
 //!
 //! Packages come from the machine's apt sources with `apt-get download` (no root needed, no
-//! installation) and are unpacked with `dpkg-deb -x` under `build/debian/`. What was fetched
-//! is kept, so later runs work offline; the meta-package is resolved to the current kernel
-//! package with `apt-cache depends` (Debian moves the ABI number with every update).
+//! installation) and are unpacked with `dpkg-deb -x` under a cache directory (`build/debian/`,
+//! `build/xen/`). What was fetched is kept, so later runs work offline; the kernel
+//! meta-package is resolved to the current kernel package with `apt-cache depends` (Debian
+//! moves the ABI number with every update).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,28 @@ fn download(package: &str, dir: &Path) -> Result<PathBuf> {
     find().with_context(|| format!("apt-get download {package} left no .deb in {}", dir.display()))
 }
 
+/// `package` unpacked under `base/unpacked/<package>/` (its .deb kept in `base/debs/`),
+/// fetching and unpacking it once; returns the unpacked tree's root.
+pub fn fetch(package: &str, base: &Path) -> Result<PathBuf> {
+    let unpacked = base.join("unpacked").join(package);
+    if unpacked.exists() {
+        return Ok(unpacked);
+    }
+    let deb = download(package, &base.join("debs"))?;
+    // Unpack beside the final name and rename, so an interrupted run leaves no half tree.
+    let partial = base.join("unpacked").join(format!(".{package}.partial"));
+    match fs::remove_dir_all(&partial) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", partial.display())),
+    }
+    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+    fs::rename(&partial, &unpacked)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), unpacked.display()))?;
+    Ok(unpacked)
+}
+
 /// The stock Debian kernels (`vmlinuz-*`) in one directory, fetching them if needed.
 pub fn kernels(ws: &Workspace) -> Result<PathBuf> {
     let base = ws.build_dir().join("debian");
@@ -70,19 +94,14 @@ pub fn kernels(ws: &Workspace) -> Result<PathBuf> {
         let deps = run(Command::new("apt-cache").arg("depends").arg(meta))?;
         let package =
             depends_on(&deps, "linux-image-").with_context(|| format!("{meta} depends on no linux-image package"))?;
-        let deb = download(&package, &base.join("debs"))?;
-        let unpacked = base.join("unpacked").join(&package);
-        if !unpacked.exists() {
-            fs::create_dir_all(&unpacked)?;
-            run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-        }
+        let unpacked = fetch(&package, &base)?;
         let boot = unpacked.join("boot");
         let vmlinuz = fs::read_dir(&boot)
-            .with_context(|| format!("{} has no /boot", deb.display()))?
+            .with_context(|| format!("{package} has no /boot"))?
             .flatten()
             .map(|e| e.path())
             .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-")))
-            .with_context(|| format!("{} has no vmlinuz", deb.display()))?;
+            .with_context(|| format!("{package} has no vmlinuz"))?;
         let name = vmlinuz.file_name().context("vmlinuz has no name")?;
         fs::copy(&vmlinuz, out.join(name))?;
         fs::write(&marker, package)?;

@@ -18,13 +18,15 @@ pub enum Probe {
     Program(&'static str),
     /// A directory that must exist.
     Dir(&'static str),
+    /// A regular file that must exist.
+    File(&'static str),
 }
 
 impl Probe {
     /// What the probe looks for, for messages.
     pub fn what(&self) -> &'static str {
         match self {
-            Self::Program(p) | Self::Dir(p) => p,
+            Self::Program(p) | Self::Dir(p) | Self::File(p) => p,
         }
     }
 }
@@ -47,6 +49,17 @@ pub const ISO_TOOLS: &[Requirement] = &[
     Requirement { probe: Probe::Dir("/usr/lib/grub/i386-pc"), package: "grub-pc-bin" },
     Requirement { probe: Probe::Program("xorriso"), package: "xorriso" },
     Requirement { probe: Probe::Program("mformat"), package: "mtools" },
+];
+
+/// What running real Xen as the reference needs besides QEMU and [`ISO_TOOLS`]: GRUB's UEFI
+/// platform (for a hybrid BIOS+UEFI ISO), OVMF, and the Debian tools that fetch and unpack
+/// Xen's package.
+pub const XEN_REFERENCE: &[Requirement] = &[
+    Requirement { probe: Probe::Dir(crate::grub::X86_64_EFI_DIR), package: "grub-efi-amd64-bin" },
+    Requirement { probe: Probe::File(crate::xen::OVMF_CODE), package: "ovmf" },
+    Requirement { probe: Probe::File(crate::xen::OVMF_VARS), package: "ovmf" },
+    Requirement { probe: Probe::Program("apt-get"), package: "apt" },
+    Requirement { probe: Probe::Program("dpkg-deb"), package: "dpkg" },
 ];
 
 /// The packages providing the requirements `present` says are missing, deduplicated, in order.
@@ -112,6 +125,7 @@ fn present(probe: &Probe) -> bool {
             program_on_path(name, &path)
         }
         Probe::Dir(dir) => Path::new(dir).is_dir(),
+        Probe::File(file) => Path::new(file).is_file(),
     }
 }
 
@@ -208,6 +222,15 @@ mod tests {
         assert!(program_on_path("sh", path));
         assert!(!program_on_path("no-such-program-keel-xtask", path));
         assert!(!program_on_path("sh", OsStr::new("")));
+    }
+
+    #[test]
+    fn xen_reference_adds_uefi_grub_and_ovmf_once() {
+        let mut reqs = all_requirements();
+        reqs.extend_from_slice(XEN_REFERENCE);
+        let missing =
+            missing_packages(&reqs, |p| !matches!(p, Probe::File(_) | Probe::Dir(crate::grub::X86_64_EFI_DIR)));
+        assert_eq!(missing, ["grub-efi-amd64-bin", "ovmf"]);
     }
 
     #[test]

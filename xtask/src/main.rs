@@ -1,15 +1,17 @@
-//! `cargo xtask`: keel's developer tasks (build, run, iso, test, bench).
+//! `cargo xtask`: keel's developer tasks (build, run, iso, test, conformance, bench).
 //!
 //! This binary owns everything that happens *around* the hypervisor on the developer's machine:
 //! building the freestanding ELF, wrapping it in a GRUB rescue ISO, booting it in QEMU
 //! (interactively, as table-driven integration tests, or as a benchmark) and checking what keel
-//! prints on its serial console. It runs on the host with `std`; keel itself never links it.
+//! prints on its serial console, and running the probe guest on real Xen 4.17 as the reference
+//! keel's results are compared with. It runs on the host with `std`; keel itself never links it.
 //!
 //! Conventions: progress and diagnostics go to stderr; a command that produces a file prints its
 //! absolute path as the last line of stdout, so scripts can use `$(cargo xtask build | tail -1)`.
 
 mod bench;
 mod cargo;
+mod conformance;
 mod console;
 mod debian;
 mod grub;
@@ -18,6 +20,8 @@ mod itests;
 mod mb1;
 mod qemu;
 mod symbols;
+mod tap;
+mod xen;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,7 +98,21 @@ enum Command {
         /// Only run QEMU integration tests whose name contains this text.
         filter: Option<String>,
     },
-    /// Measure boot time and image size.
+    /// Run the probe's ABI suite as PVH dom0 on real Xen 4.17 and on keel and compare the
+    /// results check by check (plus keel's two-domain checks).
+    Conformance {
+        /// The reference hypervisor.
+        #[arg(long, value_enum, default_value_t = conformance::Reference::Xen)]
+        reference: conformance::Reference,
+        /// dom0's vCPU count (and the machine's CPUs); repeatable.
+        #[arg(long = "smp", value_name = "N", default_values_t = conformance::DEFAULT_SMP.to_vec(),
+              value_parser = clap::value_parser!(u32).range(1..=64))]
+        smp: Vec<u32>,
+        /// Echo the serial output while the runs go.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Measure boot time and image size, and the probe's benchmarks on keel and on Xen.
     Bench {
         /// Number of boots to measure.
         #[arg(long, default_value_t = 5)]
@@ -160,7 +178,7 @@ fn run(command: Command) -> Result<bool> {
         Command::Run { smp, mem, cpu, debug, keel_options } => {
             hostdeps::ensure(&[hostdeps::QEMU])?;
             let image = cargo::build_keel(&ws, Profile::from_debug_flag(debug))?;
-            let machine = Machine { cpu, smp, mem };
+            let machine = Machine::bios(&cpu, smp, mem);
             let boot = Boot::Kernel {
                 image,
                 append: qemu::join_options(&[qemu::CONSOLE_OPTIONS, &keel_options.join(" ")]),
@@ -176,7 +194,14 @@ fn run(command: Command) -> Result<bool> {
             let output =
                 std::path::absolute(&output).with_context(|| format!("cannot make {} absolute", output.display()))?;
             let staging = ws.build_dir().join("iso-staging").join("keel");
-            grub::make_iso(&image, &append, &modules, &staging, &output)?;
+            let iso = grub::IsoImage {
+                kernel: &image,
+                kernel_name: "keel",
+                options: &append,
+                modules: &modules,
+                platforms: grub::Platforms::Bios,
+            };
+            grub::make_iso(&iso, &staging, &output)?;
             println!("{}", output.display());
             Ok(true)
         }
@@ -190,6 +215,9 @@ fn run(command: Command) -> Result<bool> {
             // Neither flag means both.
             let (host, qemu) = if host || qemu { (host, qemu) } else { (true, true) };
             itests::run_all(&ws, &itests::Options { host, qemu, verbose, filter })
+        }
+        Command::Conformance { reference, smp, verbose } => {
+            conformance::run(&ws, &conformance::Options { reference, smp, verbose })
         }
         Command::Bench { runs, verbose } => {
             bench::run(&ws, runs, verbose)?;
@@ -250,6 +278,26 @@ mod tests {
     #[test]
     fn bad_memory_size_is_rejected() {
         assert!(Cli::try_parse_from(["xtask", "run", "--mem", "lots"]).is_err());
+    }
+
+    #[test]
+    fn conformance_defaults_to_xen_at_one_and_two_vcpus() {
+        let cli = Cli::try_parse_from(["xtask", "conformance"]).unwrap();
+        let Command::Conformance { reference, smp, verbose } = cli.command else {
+            panic!("not a conformance command");
+        };
+        assert_eq!(reference, conformance::Reference::Xen);
+        assert_eq!(smp, [1, 2]);
+        assert!(!verbose);
+        let cli = Cli::try_parse_from(["xtask", "conformance", "--reference", "xen", "--smp", "4", "--smp", "1", "-v"])
+            .unwrap();
+        let Command::Conformance { smp, verbose, .. } = cli.command else {
+            panic!("not a conformance command");
+        };
+        assert_eq!(smp, [4, 1]);
+        assert!(verbose);
+        assert!(Cli::try_parse_from(["xtask", "conformance", "--smp", "0"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "conformance", "--reference", "kvm"]).is_err());
     }
 
     #[test]

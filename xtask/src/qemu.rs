@@ -88,6 +88,21 @@ impl fmt::Display for MemSize {
     }
 }
 
+/// The board and its firmware.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Firmware {
+    /// QEMU's default PC (`-machine pc`, i440FX) with SeaBIOS: what keel's own runs use.
+    Bios,
+    /// A q35 PC with UEFI firmware (OVMF) in two flash devices: the read-only code and a
+    /// writable variable store (a per-run copy of the template, as OVMF writes to it).
+    Uefi {
+        /// The firmware code, e.g. `/usr/share/OVMF/OVMF_CODE_4M.fd`.
+        code: PathBuf,
+        /// The run's own copy of the variable store.
+        vars: PathBuf,
+    },
+}
+
 /// The virtual machine keel runs on.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Machine {
@@ -97,6 +112,15 @@ pub struct Machine {
     pub smp: u32,
     /// `-m`: RAM.
     pub mem: MemSize,
+    /// Board and firmware.
+    pub firmware: Firmware,
+}
+
+impl Machine {
+    /// A `-machine pc` with SeaBIOS.
+    pub fn bios(cpu: &str, smp: u32, mem: MemSize) -> Self {
+        Self { cpu: cpu.to_string(), smp, mem, firmware: Firmware::Bios }
+    }
 }
 
 /// A multiboot module passed with QEMU's `-initrd` (QEMU gives it the command line
@@ -143,12 +167,22 @@ pub fn initrd_arg(modules: &[InitrdModule]) -> Result<String> {
     Ok(parts.join(","))
 }
 
+/// A `-drive` value for a raw flash image (QEMU's option syntax doubles commas in values).
+fn pflash_drive(file: &Path, read_only: bool) -> Result<String> {
+    let file = file.to_str().with_context(|| format!("firmware path {} is not UTF-8", file.display()))?;
+    let read_only = if read_only { "readonly=on," } else { "" };
+    Ok(format!("if=pflash,format=raw,{read_only}file={}", file.replace(',', ",,")))
+}
+
 /// The QEMU arguments describing `machine` and `boot` (no display or console options).
 pub fn machine_args(machine: &Machine, boot: &Boot) -> Result<Vec<OsString>> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |a: &dyn AsRef<OsStr>| args.push(a.as_ref().to_os_string());
     push(&"-machine");
-    push(&"pc");
+    push(match machine.firmware {
+        Firmware::Bios => &"pc",
+        Firmware::Uefi { .. } => &"q35",
+    });
     push(&"-accel");
     push(&"tcg");
     push(&"-cpu");
@@ -157,6 +191,12 @@ pub fn machine_args(machine: &Machine, boot: &Boot) -> Result<Vec<OsString>> {
     push(&machine.smp.to_string());
     push(&"-m");
     push(&machine.mem.to_string());
+    if let Firmware::Uefi { code, vars } = &machine.firmware {
+        push(&"-drive");
+        push(&pflash_drive(code, true)?);
+        push(&"-drive");
+        push(&pflash_drive(vars, false)?);
+    }
     match boot {
         Boot::Kernel { image, append, initrd } => {
             push(&"-kernel");
@@ -204,14 +244,29 @@ pub fn exec_interactive(machine: &Machine, boot: &Boot) -> anyhow::Error {
 pub enum Stop {
     /// Wait for it to exit by itself.
     Exit,
-    /// Once a line containing `pattern` has arrived, wait `grace` more, then kill it (for
-    /// runs where keel deliberately stays halted).
+    /// Once a line containing one of `patterns` has arrived, wait `grace` more, then kill it
+    /// (for runs where keel, or Xen, deliberately stays halted).
     KillAfter {
-        /// Text to look for in a serial line.
-        pattern: String,
-        /// How long the program must keep running after the pattern.
+        /// Texts to look for in a serial line.
+        patterns: Vec<String>,
+        /// How long the program must keep running after the first matching line.
         grace: Duration,
     },
+}
+
+impl Stop {
+    /// Kill after a line containing `pattern`, plus `grace`.
+    pub fn kill_after(pattern: &str, grace: Duration) -> Self {
+        Self::KillAfter { patterns: vec![pattern.to_string()], grace }
+    }
+
+    /// The grace period a console line starts, if it is a stop line.
+    pub fn grace_after(&self, line: &str) -> Option<Duration> {
+        match self {
+            Self::Exit => None,
+            Self::KillAfter { patterns, grace } => patterns.iter().any(|p| line.contains(p.as_str())).then_some(*grace),
+        }
+    }
 }
 
 /// One run of the harness.
@@ -391,10 +446,8 @@ pub fn run(spec: &RunSpec) -> Result<RunResult> {
         if spec.echo {
             println!("    | {}", line.text);
         }
-        if let Stop::KillAfter { pattern, grace } = &spec.stop {
-            if kill_at.is_none() && line.text.contains(pattern.as_str()) {
-                *kill_at = Some(start + line.at + *grace);
-            }
+        if kill_at.is_none() {
+            *kill_at = spec.stop.grace_after(&line.text).map(|grace| start + line.at + grace);
         }
         lines.push(line);
     };
@@ -477,7 +530,7 @@ mod tests {
 
     #[test]
     fn kernel_boot_command_line() {
-        let machine = Machine { cpu: "max".into(), smp: 2, mem: MemSize::from_gib(1) };
+        let machine = Machine::bios("max", 2, MemSize::from_gib(1));
         let boot = Boot::Kernel {
             image: "/ws/build/keel".into(),
             append: "console=com1 com1=115200".into(),
@@ -498,11 +551,53 @@ mod tests {
 
     #[test]
     fn cdrom_boot_and_no_initrd() {
-        let machine = Machine { cpu: "qemu64,+svm,+npt".into(), smp: 1, mem: MemSize::from_mib(128) };
+        let machine = Machine::bios("qemu64,+svm,+npt", 1, MemSize::from_mib(128));
         let args = machine_args(&machine, &Boot::Cdrom("/x.iso".into())).unwrap();
         assert_eq!(os(&args).join(" "), "-machine pc -accel tcg -cpu qemu64,+svm,+npt -smp 1 -m 128M -cdrom /x.iso");
         let no_modules = Boot::Kernel { image: "k".into(), append: String::new(), initrd: vec![] };
         assert!(!os(&machine_args(&machine, &no_modules).unwrap()).contains(&"-initrd".into()));
+    }
+
+    #[test]
+    fn uefi_machine_is_a_q35_with_two_flash_drives() {
+        let machine = Machine {
+            firmware: Firmware::Uefi { code: "/fw/CODE.fd".into(), vars: "/run/a,b/vars.fd".into() },
+            ..Machine::bios("max,-rdtscp", 2, MemSize::from_gib(1))
+        };
+        let args = os(&machine_args(&machine, &Boot::Cdrom("/x.iso".into())).unwrap());
+        assert_eq!(
+            args,
+            [
+                "-machine",
+                "q35",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max,-rdtscp",
+                "-smp",
+                "2",
+                "-m",
+                "1G",
+                "-drive",
+                "if=pflash,format=raw,readonly=on,file=/fw/CODE.fd",
+                "-drive",
+                // A comma in a value is doubled.
+                "if=pflash,format=raw,file=/run/a,,b/vars.fd",
+                "-cdrom",
+                "/x.iso"
+            ]
+        );
+    }
+
+    #[test]
+    fn stop_lines_start_the_grace_period() {
+        let grace = Duration::from_secs(1);
+        let stop = Stop::KillAfter { patterns: vec!["halted".into(), "Manual reset".into()], grace };
+        assert_eq!(stop.grace_after("(XEN) Hardware Dom0 halted: halting machine"), Some(grace));
+        assert_eq!(stop.grace_after("(XEN) Manual reset required ('noreboot' specified)"), Some(grace));
+        assert_eq!(stop.grace_after("(XEN) Brought up 2 CPUs"), None);
+        assert_eq!(Stop::Exit.grace_after("halted"), None);
+        assert_eq!(Stop::kill_after("x", grace), Stop::KillAfter { patterns: vec!["x".into()], grace });
     }
 
     #[test]
@@ -586,7 +681,7 @@ mod tests {
     #[test]
     fn harness_kills_after_pattern_and_grace() {
         let dir = scratch("kill-after");
-        let stop = Stop::KillAfter { pattern: "halted".into(), grace: Duration::from_millis(300) };
+        let stop = Stop::kill_after("halted", Duration::from_millis(300));
         let r = run(&sh("echo '(keel) halted (noreboot)'; sleep 30", &dir, stop, Duration::from_secs(20))).unwrap();
         assert_eq!(r.ending, Ending::KilledAfterPattern);
         assert!(r.elapsed >= Duration::from_millis(300));
@@ -596,7 +691,7 @@ mod tests {
     #[test]
     fn harness_reports_exit_during_grace() {
         let dir = scratch("grace-exit");
-        let stop = Stop::KillAfter { pattern: "halted".into(), grace: Duration::from_secs(5) };
+        let stop = Stop::kill_after("halted", Duration::from_secs(5));
         let r = run(&sh("echo halted; exit 0", &dir, stop, Duration::from_secs(20))).unwrap();
         assert_eq!(r.ending, Ending::Exited(Some(0)));
     }

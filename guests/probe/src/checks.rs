@@ -48,6 +48,16 @@ impl Tap {
     }
 }
 
+impl Tap {
+    /// Record a check that says why it failed: `Err(why)` becomes the detail.
+    pub fn run<E: fmt::Display>(&mut self, name: &str, result: Result<(), E>) {
+        match result {
+            Ok(()) => self.check(name, true, format_args!("")),
+            Err(why) => self.check(name, false, format_args!("{why}")),
+        }
+    }
+}
+
 /// The TSC.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects.

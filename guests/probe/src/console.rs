@@ -21,6 +21,12 @@ pub fn init() {
     USE_PORT.store(rc < 0, Ordering::Relaxed);
 }
 
+/// Whether the hypervisor accepted the first `CONSOLEIO_write` (made by [`init`]): the probe
+/// prints through `console_io`, not port 0xE9.
+pub fn uses_console_io() -> bool {
+    !USE_PORT.load(Ordering::Relaxed)
+}
+
 fn port_e9(bytes: &[u8]) {
     for &b in bytes {
         // SAFETY: port 0xE9 is the debug console; writing it has no other effect.

@@ -8,10 +8,15 @@
 //! Options (its command line): `probe.crash=outside-ram|triple-fault` (misbehave on purpose
 //! after the checks, to show that only this domain dies), `probe.spin=<ms>` (burn CPU for that
 //! long before shutting down: scheduler tests), `probe.bench` (micro-benchmarks), `probe.exit=halt` (end with every vCPU halted
-//! with interrupts off, which a Xen-compatible hypervisor treats as power-off).
+//! with interrupts off, which a Xen-compatible hypervisor treats as power-off), `probe.abi` (the
+//! Xen ABI conformance suite, see `abi`), `probe.peer=<domid>` (with `probe.abi`: the
+//! two-domain checks against that domain), `probe.timer-limit-us=<N>` (with `probe.abi`: the
+//! median timer lateness allowed instead of 1 ms), `probe.clock-skew-us=<N>` (with
+//! `probe.abi`: how far the hypervisor's clocks on different CPUs may disagree).
 #![no_std]
 #![no_main]
 
+mod abi;
 mod checks;
 mod console;
 mod smp;
@@ -30,6 +35,10 @@ pub struct Options {
     /// End by stopping every vCPU (INIT the APs, HLT with interrupts off on this one) instead
     /// of SCHEDOP_shutdown: Xen then powers the domain off.
     pub halt: bool,
+    /// Run the ABI conformance suite.
+    pub abi: bool,
+    /// What the ABI suite is told (the peer domain, the timing allowances).
+    pub suite: abi::Options,
 }
 
 /// Ways to misbehave.
@@ -49,7 +58,11 @@ fn parse_options(cmdline: &str) -> Options {
             Some(("probe.crash", "triple-fault")) => o.crash = Some(Crash::TripleFault),
             Some(("probe.spin", ms)) => o.spin_ms = ms.parse().unwrap_or(0),
             Some(("probe.exit", "halt")) => o.halt = true,
+            Some(("probe.peer", id)) => o.suite.peer = id.parse().ok(),
+            Some(("probe.timer-limit-us", us)) => o.suite.timer_limit_us = us.parse().ok(),
+            Some(("probe.clock-skew-us", us)) => o.suite.clock_skew_us = us.parse().ok(),
             None if word == "probe.bench" => o.bench = true,
+            None if word == "probe.abi" => o.abi = true,
             _ => {}
         }
     }
@@ -85,9 +98,13 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     let my_apic_id = checks::lapic_id();
     smp::run(&mut t, si.rsdp_paddr);
     smp::check_x2apic(&mut t);
+    if opts.abi {
+        abi::run(&mut t, &si, &opts.suite);
+    }
     console::line(format_args!("probe: {} passed, {} failed", t.passed, t.failed));
     if opts.bench {
         checks::bench_null_hypercall();
+        abi::bench(&si);
     }
 
     if opts.spin_ms > 0 {

@@ -114,6 +114,17 @@ pub fn init() {
     }
 }
 
+/// Load the IDT built by [`init`] on this CPU (for other CPUs of the kernel: they share it).
+pub fn load() {
+    // SAFETY: the IDT is a static that `init` filled before any other CPU was started; LIDT
+    // only reads the pointer structure.
+    unsafe {
+        let idt = &*core::ptr::addr_of!(IDT);
+        let ptr = Pointer { limit: (core::mem::size_of_val(idt) - 1) as u16, base: idt.as_ptr() as u64 };
+        core::arch::asm!("lidt [{}]", in(reg) &ptr, options(nostack));
+    }
+}
+
 /// Handle `vector` with `handler`.
 pub fn register(vector: u8, handler: Handler) {
     HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
