@@ -25,7 +25,7 @@ use xen_abi::{DomId, Errno, EvtchnPort};
 use crate::fifo::{control_block_base, Fifo};
 use crate::memory::{GuestPage, SharedWords, TWO_LEVEL_WORDS};
 use crate::notify::{Notify, Raised};
-use crate::port::{Channel, PortInfo, PortState, PortStatus};
+use crate::port::{Channel, PortInfo, PortState, PortStatus, HYPERVISOR_REMOTE_DOM};
 use crate::two_level;
 
 /// Ports the port table grows by: Xen allocates `struct evtchn` in page-sized buckets of 64
@@ -122,7 +122,7 @@ pub struct Evtchn<S, P> {
     max_port: u32,
     /// Port table; its length is a multiple of [`PORTS_PER_BUCKET`] and never shrinks.
     ports: Vec<Channel>,
-    /// Ports neither free nor reserved.
+    /// Ports neither free nor reserved (held hypervisor ports count).
     active: u32,
     /// Per vCPU, the port bound to each VIRQ (0: none). Global VIRQs use vCPU 0's row.
     virqs: Vec<[u32; NR_VIRQS as usize]>,
@@ -178,7 +178,8 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
         self.max_port
     }
 
-    /// Ports that are neither free nor reserved.
+    /// Ports that are neither free nor reserved (a hypervisor port the guest closed counts
+    /// until keel releases it).
     pub fn active_ports(&self) -> u32 {
         self.active
     }
@@ -261,18 +262,24 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
     /// Xen `evtchn_free`: clear the pending bit (so a re-bound port does not fire at once),
     /// make the port free and notifying vCPU 0.
     fn free(&mut self, idx: usize) {
+        self.unbind(idx, PortState::Free);
+        self.active = self.active.saturating_sub(1);
+    }
+
+    /// What closing does to the port itself: clear its pending bit, leave it in `state`
+    /// (free, or closed but held by the hypervisor) notifying vCPU 0.
+    fn unbind(&mut self, idx: usize, state: PortState) {
         let port = EvtchnPort(idx as u32);
         match &self.fifo {
             None => two_level::clear_pending(&self.shared, port),
             Some(f) => f.clear_pending(port),
         }
         let ch = &mut self.ports[idx];
-        ch.state = PortState::Free;
+        ch.state = state;
         ch.notify_vcpu = 0;
         // Xen leaves this flag set; clearing it keeps a stale event from firing on the
         // port's next binding when its page arrives.
         ch.fifo.pending_without_word = false;
-        self.active = self.active.saturating_sub(1);
     }
 
     /// Raises port `idx` for `vcpu` with the ABI in use (Xen `evtchn_port_set_pending`,
@@ -405,14 +412,19 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
     /// `EVTCHNOP_close`. The remote end of an interdomain channel becomes unbound, reserved
     /// for this domain, so that it can bind again (Xen `evtchn_close`). The closed port's
     /// pending bit is cleared; a FIFO port still on a queue stays busy until the guest
-    /// unlinks it.
+    /// unlinks it. A port whose other end is the hypervisor becomes
+    /// [`PortState::HypervisorClosed`]: closed for the guest, not reusable while keel holds it.
     ///
-    /// Errors: `-EINVAL` (invalid, free or reserved port); [`Error::NeedPeer`] for an
-    /// interdomain port whose remote domain was not passed.
+    /// Errors: `-EINVAL` (invalid, free or reserved port, or a hypervisor port already
+    /// closed); [`Error::NeedPeer`] for an interdomain port whose remote domain was not passed.
     pub fn close(&mut self, port: EvtchnPort, mut peer: Peer<'_, S, P>) -> Result<(), Error> {
         let idx = self.index(port)?;
         match self.ports[idx].state {
-            PortState::Free | PortState::Reserved => return Err(Errno::EINVAL.into()),
+            PortState::Free | PortState::Reserved | PortState::HypervisorClosed => return Err(Errno::EINVAL.into()),
+            PortState::Hypervisor => {
+                self.unbind(idx, PortState::HypervisorClosed);
+                return Ok(());
+            }
             PortState::Unbound { .. } | PortState::Ipi => {}
             PortState::Virq { virq } => {
                 let vcpu = if virq_is_per_vcpu(virq) { self.ports[idx].notify_vcpu } else { 0 };
@@ -448,9 +460,11 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
 
     /// `EVTCHNOP_send`: raises the remote end of an interdomain channel (in the peer, or in
     /// this domain for loopback) or an IPI port itself, on the notify vCPU of the port
-    /// raised. Sending on an unbound port is silently dropped, as Xen does.
+    /// raised. Sending on an unbound port is silently dropped, as Xen does. Sending on a
+    /// port whose other end is the hypervisor raises nothing: the answer names the port in
+    /// [`Notify::to_hypervisor`] for keel to serve.
     ///
-    /// Errors: `-EINVAL` (invalid port; free, reserved or VIRQ port);
+    /// Errors: `-EINVAL` (invalid port; free, reserved, closed or VIRQ port);
     /// [`Error::NeedPeer`] for an interdomain port whose remote domain was not passed.
     pub fn send(&mut self, port: EvtchnPort, mut peer: Peer<'_, S, P>) -> Result<Notify, Error> {
         let idx = self.index(port)?;
@@ -463,8 +477,11 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
                 Ok(other.raise_port(remote_port))
             }
             PortState::Ipi => Ok(self.raise_port(port)),
+            PortState::Hypervisor => Ok(Notify::hypervisor(self.domid, port)),
             PortState::Unbound { .. } => Ok(Notify::none(self.domid)),
-            PortState::Free | PortState::Reserved | PortState::Virq { .. } => Err(Errno::EINVAL.into()),
+            PortState::Free | PortState::Reserved | PortState::HypervisorClosed | PortState::Virq { .. } => {
+                Err(Errno::EINVAL.into())
+            }
         }
     }
 
@@ -474,11 +491,12 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
     /// Errors: `-EINVAL` (port beyond the table).
     pub fn status(&self, port: EvtchnPort) -> Result<PortStatus, Errno> {
         let ch = &self.ports[self.index(port)?];
-        Ok(PortStatus { binding: ch.state.binding(), vcpu: ch.notify_vcpu })
+        Ok(PortStatus { binding: ch.state.binding(port), vcpu: ch.notify_vcpu })
     }
 
     /// `EVTCHNOP_bind_vcpu`: events on `port` notify `vcpu` from now on. Xen allows it for
-    /// unbound and interdomain ports and global VIRQs.
+    /// unbound and interdomain ports and global VIRQs (and so for a port whose other end is
+    /// the hypervisor, which the guest sees as interdomain).
     ///
     /// Events already pending: with FIFO, an event still on the old vCPU's queue is
     /// delivered there (as with Xen; the port's last-queue tracking keeps the queues intact).
@@ -499,13 +517,13 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
         let ch = &mut self.ports[idx];
         match ch.state {
             PortState::Virq { virq } if !virq_is_per_vcpu(virq) => {}
-            PortState::Unbound { .. } | PortState::Interdomain { .. } => {}
+            PortState::Unbound { .. } | PortState::Interdomain { .. } | PortState::Hypervisor => {}
             _ => return Err(Errno::EINVAL),
         }
         let moved = ch.notify_vcpu != vcpu;
         ch.notify_vcpu = vcpu;
         let upcall = if moved && self.fifo.is_none() { two_level::reannounce(&self.shared, port, vcpu) } else { None };
-        Ok(Notify { dom: self.domid, upcall, pending: None })
+        Ok(Notify::event(self.domid, upcall, None))
     }
 
     /// `EVTCHNOP_unmask`: clears the port's mask and, if it is pending, delivers it now to
@@ -530,6 +548,13 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
     /// back to the 2-level ABI, dropping (unpinning) the FIFO pages. keel checks privilege
     /// and that the domain is the caller or paused.
     ///
+    /// Ports whose other end is the hypervisor are left as they are, bound (or closed and
+    /// held): keel, their backend, stays connected, as Xen's toolstack and xenconsoled connect
+    /// a console again after a soft reset, so that a kernel started anew (kexec) finds the
+    /// console its HVM parameters name. (Xen's own hypervisor-held channels survive a reset
+    /// too.) The guest closes one with [`Evtchn::close`]. Leaving FIFO clears its pending
+    /// state, as every 2-level pending bit.
+    ///
     /// Interdomain ports whose remote domain is not the peer passed are left alone, and the
     /// call then fails with [`Error::NeedPeer`] for one of those domains after closing
     /// everything else: call again with it (use [`Evtchn::peer_domains`] to see them all)
@@ -538,7 +563,7 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
         let mut needed = None;
         for idx in 1..self.ports.len() {
             match self.ports[idx].state {
-                PortState::Free | PortState::Reserved => continue,
+                PortState::Free | PortState::Reserved | PortState::Hypervisor | PortState::HypervisorClosed => continue,
                 PortState::Interdomain { remote_dom, .. }
                     if remote_dom != self.domid && peer.domid() != Some(remote_dom) =>
                 {
@@ -687,6 +712,51 @@ impl<S: SharedWords, P: GuestPage> Evtchn<S, P> {
             return Notify::none(self.domid);
         };
         self.raise_port(port)
+    }
+
+    /// A new port whose other end is the hypervisor ([`PortState::Hypervisor`]), notifying
+    /// vCPU 0: keel's end of a device it serves itself (the PV console of a domain it built,
+    /// where Xen's toolstack allocates an unbound port that xenconsoled in dom0 then binds).
+    /// keel holds the port until it calls [`Evtchn::release_hypervisor`]; meanwhile the number
+    /// is never given to another binding, even after the guest closes it.
+    ///
+    /// Errors: `-ENOSPC` (no free port).
+    pub fn bind_hypervisor(&mut self) -> Result<EvtchnPort, Errno> {
+        let idx = self.allocate()?;
+        self.bind(idx, PortState::Hypervisor, 0);
+        Ok(EvtchnPort(idx as u32))
+    }
+
+    /// keel notifies the guest through its end of `port` (Xen: the backend's
+    /// `EVTCHNOP_send`): the port is raised on its notify vCPU, like a VIRQ. A port that is
+    /// not [`PortState::Hypervisor`] (the guest closed it, or it is something else) is left
+    /// alone.
+    pub fn raise_hypervisor(&mut self, port: EvtchnPort) -> Notify {
+        match self.ports.get(port.0 as usize) {
+            Some(ch) if ch.state == PortState::Hypervisor => self.raise_port(port),
+            _ => Notify::none(self.domid),
+        }
+    }
+
+    /// keel lets go of its end of `port`. A port the guest still has open becomes unbound,
+    /// reserved for [`HYPERVISOR_REMOTE_DOM`] (what the guest's end becomes on Xen when the
+    /// backend in dom0 closes its port); one the guest closed becomes free.
+    ///
+    /// Errors: `-EINVAL` (not a port whose other end is the hypervisor).
+    pub fn release_hypervisor(&mut self, port: EvtchnPort) -> Result<(), Errno> {
+        let idx = self.index(port)?;
+        match self.ports[idx].state {
+            PortState::Hypervisor => {
+                self.ports[idx].state = PortState::Unbound { remote_dom: HYPERVISOR_REMOTE_DOM };
+                Ok(())
+            }
+            PortState::HypervisorClosed => {
+                self.ports[idx].state = PortState::Free;
+                self.active = self.active.saturating_sub(1);
+                Ok(())
+            }
+            _ => Err(Errno::EINVAL),
+        }
     }
 
     /// The port bound to `virq` on `vcpu` (vCPU 0's for a global VIRQ, whatever `vcpu`).

@@ -19,7 +19,9 @@
 //! * guest memory: reached only through the [`SharedWords`] and [`GuestPage`] traits, with
 //!   atomics, since the guest changes it concurrently;
 //! * interrupts and scheduling: operations return a [`Notify`] saying which vCPU needs an
-//!   upcall and which port became pending (for `SCHEDOP_poll` wake-ups);
+//!   upcall and which port became pending (for `SCHEDOP_poll` wake-ups), or which port the
+//!   guest signalled when its other end is the hypervisor itself
+//!   ([`PortState::Hypervisor`], the backends keel serves, such as the PV console);
 //! * hypercall decoding, `DOMID_SELF`, privilege (XSM) checks, domain lookup (`-ESRCH`) and
 //!   guest frame mapping: keel's, before it calls in.
 //!
@@ -53,4 +55,4 @@ mod concurrency_tests;
 pub use evtchn::{Abi, Error, Evtchn, Peer, PORTS_PER_BUCKET};
 pub use memory::{GuestPage, SharedWords, TWO_LEVEL_WORDS, WORDS_PER_PAGE};
 pub use notify::Notify;
-pub use port::{PortInfo, PortState, PortStatus};
+pub use port::{PortInfo, PortState, PortStatus, HYPERVISOR_REMOTE_DOM};

@@ -7,7 +7,10 @@
 //! reports must be exactly the vCPUs whose `evtchn_upcall_pending` it set. A guest that
 //! follows Linux's algorithms consumes events only when its upcall flag is set; every event
 //! it sees must be pending in the model (no duplicates, nothing spurious), and after a
-//! drain no pending, unmasked, bound port may be left unseen (nothing lost).
+//! drain no pending, unmasked, bound port may be left unseen (nothing lost). Ports whose
+//! other end is the hypervisor (keel's PV console) take part: the guest's sends on them reach
+//! keel and nobody else, keel raises them, a reset leaves them connected, and a closed one is
+//! never reused until released.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::vec;
@@ -49,6 +52,9 @@ enum Op {
     Drain,
     Reset { d: usize },
     InitFifo { d: usize },
+    BindHypervisor { d: usize },
+    RaiseHypervisor { d: usize, port: u32 },
+    ReleaseHypervisor { d: usize, port: u32 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -72,7 +78,10 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (d.clone(), vcpu).prop_map(|(d, vcpu)| Op::Consume { d, vcpu }),
         2 => Just(Op::Drain),
         1 => d.clone().prop_map(|d| Op::Reset { d }),
-        1 => d.prop_map(|d| Op::InitFifo { d }),
+        1 => d.clone().prop_map(|d| Op::InitFifo { d }),
+        2 => d.clone().prop_map(|d| Op::BindHypervisor { d }),
+        3 => (d.clone(), port.clone()).prop_map(|(d, port)| Op::RaiseHypervisor { d, port }),
+        1 => (d, port).prop_map(|(d, port)| Op::ReleaseHypervisor { d, port }),
     ]
 }
 
@@ -165,6 +174,16 @@ impl World {
         (1..=MAX_PORT).find(|&p| !m.ports.contains_key(&p) && !busy(p))
     }
 
+    /// The model's state of `port` of domain `d`, if it is not free.
+    fn state(&self, d: usize, port: u32) -> Option<PortState> {
+        self.models[d].ports.get(&port).map(|e| e.0)
+    }
+
+    /// Whether `port` of `d` is bound to something (Xen's `evtchn_usable`).
+    fn usable(&self, d: usize, port: u32) -> bool {
+        self.state(d, port).is_some_and(|s| s != PortState::HypervisorClosed)
+    }
+
     /// Marks `port` of `d` pending in the model; returns whether it was not pending before.
     fn model_raise(&mut self, d: usize, port: u32) -> bool {
         self.models[d].pending.insert(port)
@@ -183,6 +202,10 @@ impl World {
                 let r = index_of(remote_dom);
                 let entry = self.models[r].ports.get_mut(&remote_port.0).expect("asymmetric model");
                 entry.0 = PortState::Unbound { remote_dom: me };
+            }
+            // keel still holds its end: the number stays taken.
+            PortState::Hypervisor => {
+                self.models[d].ports.insert(port, (PortState::HypervisorClosed, 0));
             }
             _ => {}
         }
@@ -312,7 +335,7 @@ impl World {
             }
             Op::Close { d, port } => {
                 let got = self.call(d, |e, peer| e.close(EvtchnPort(port), peer));
-                if self.models[d].ports.contains_key(&port) {
+                if self.usable(d, port) {
                     prop_assert_eq!(got, Ok(()));
                     self.model_close(d, port);
                 } else {
@@ -333,6 +356,9 @@ impl World {
                         notes.push(notify);
                     }
                     Some(PortState::Unbound { .. }) => prop_assert_eq!(got, Ok(Notify::none(DOMS[d]))),
+                    Some(PortState::Hypervisor) => {
+                        prop_assert_eq!(got, Ok(Notify::hypervisor(DOMS[d], EvtchnPort(port))));
+                    }
                     _ => prop_assert_eq!(got, Err(Errno::EINVAL)),
                 }
             }
@@ -360,7 +386,7 @@ impl World {
             Op::BindVcpu { d, port, vcpu } => {
                 let got = self.doms[d].bind_vcpu(EvtchnPort(port), vcpu);
                 let movable = match self.models[d].ports.get(&port).map(|e| e.0) {
-                    Some(PortState::Unbound { .. } | PortState::Interdomain { .. }) => true,
+                    Some(PortState::Unbound { .. } | PortState::Interdomain { .. } | PortState::Hypervisor) => true,
                     Some(PortState::Virq { virq }) => !virq_is_per_vcpu(virq),
                     _ => false,
                 };
@@ -378,7 +404,7 @@ impl World {
                 let got = self.doms[d].set_priority(EvtchnPort(port), prio);
                 let expect = if !self.models[d].fifo {
                     Err(Errno::ENOSYS)
-                } else if !self.models[d].ports.contains_key(&port) {
+                } else if !self.usable(d, port) {
                     Err(Errno::EACCES)
                 } else if prio > 15 {
                     Err(Errno::EINVAL)
@@ -424,15 +450,18 @@ impl World {
                         }
                     }
                 }
+                // Everything closes but the ports whose other end is keel.
                 let ports: Vec<u32> = self.models[d].ports.keys().copied().collect();
                 for port in ports {
-                    if self.models[d].ports.contains_key(&port) {
+                    if self.usable(d, port) && self.state(d, port) != Some(PortState::Hypervisor) {
                         self.model_close(d, port);
                     }
                 }
                 if self.models[d].fifo {
                     self.models[d].fifo = false;
                     self.guests[d].back_to_two_level();
+                    // Leaving FIFO clears every pending event, the survivors' too.
+                    self.models[d].pending.clear();
                 }
             }
             Op::InitFifo { d } => {
@@ -450,6 +479,40 @@ impl World {
                         let port = n.pending.map(|p| p.0);
                         prop_assert!(port.is_some_and(|p| self.models[d].pending.contains(&p)));
                     }
+                }
+            }
+            Op::BindHypervisor { d } => {
+                let got = self.doms[d].bind_hypervisor();
+                match self.model_alloc(d) {
+                    Some(p) => {
+                        prop_assert_eq!(got, Ok(EvtchnPort(p)));
+                        self.models[d].ports.insert(p, (PortState::Hypervisor, 0));
+                    }
+                    None => prop_assert_eq!(got, Err(Errno::ENOSPC)),
+                }
+            }
+            Op::RaiseHypervisor { d, port } => {
+                let notify = self.doms[d].raise_hypervisor(EvtchnPort(port));
+                if self.state(d, port) == Some(PortState::Hypervisor) {
+                    self.check_raise(d, port, notify)?;
+                } else {
+                    prop_assert_eq!(notify, Notify::none(DOMS[d]));
+                }
+                notes.push(notify);
+            }
+            Op::ReleaseHypervisor { d, port } => {
+                let got = self.doms[d].release_hypervisor(EvtchnPort(port));
+                match self.state(d, port) {
+                    Some(PortState::Hypervisor) => {
+                        prop_assert_eq!(got, Ok(()));
+                        let held = PortState::Unbound { remote_dom: crate::HYPERVISOR_REMOTE_DOM };
+                        self.models[d].ports.get_mut(&port).unwrap().0 = held;
+                    }
+                    Some(PortState::HypervisorClosed) => {
+                        prop_assert_eq!(got, Ok(()));
+                        self.models[d].ports.remove(&port);
+                    }
+                    _ => prop_assert_eq!(got, Err(Errno::EINVAL)),
                 }
             }
         }
@@ -525,17 +588,23 @@ impl World {
             for port in 0..64u32 {
                 let st = dom.status(EvtchnPort(port)).map_err(|e| TestCaseError::fail(std::format!("{e}")))?;
                 let (binding, vcpu) = match m.ports.get(&port) {
-                    Some(&(state, vcpu)) => (state.binding(), vcpu),
+                    Some(&(state, vcpu)) => (state.binding(EvtchnPort(port)), vcpu),
                     None => (EvtchnBinding::Closed, 0),
                 };
                 prop_assert_eq!(st.binding, binding, "d{} port {}", d, port);
                 prop_assert_eq!(st.vcpu, vcpu, "d{} port {}", d, port);
-                if let EvtchnBinding::Interdomain { dom: rd, port: rp } = st.binding {
-                    let back = self.doms[index_of(rd)].status(rp).unwrap().binding;
-                    prop_assert_eq!(back, EvtchnBinding::Interdomain { dom: DOMS[d], port: EvtchnPort(port) });
+                match (st.binding, self.state(d, port)) {
+                    (EvtchnBinding::Interdomain { dom: rd, port: rp }, Some(PortState::Hypervisor)) => {
+                        prop_assert_eq!((rd, rp), (DomId(0), EvtchnPort(port)), "d{} port {}", d, port);
+                    }
+                    (EvtchnBinding::Interdomain { dom: rd, port: rp }, _) => {
+                        let back = self.doms[index_of(rd)].status(rp).unwrap().binding;
+                        prop_assert_eq!(back, EvtchnBinding::Interdomain { dom: DOMS[d], port: EvtchnPort(port) });
+                    }
+                    _ => {}
                 }
                 let pending = dom.is_pending(EvtchnPort(port));
-                if m.ports.contains_key(&port) {
+                if self.usable(d, port) {
                     prop_assert_eq!(pending, Ok(m.pending.contains(&port)), "d{} port {} pending", d, port);
                 } else {
                     prop_assert_eq!(pending, Err(Errno::EINVAL));

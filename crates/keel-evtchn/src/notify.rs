@@ -6,7 +6,9 @@
 //! `evtchn_upcall_pending` went from 0 to 1 (keel injects the upcall and kicks that vCPU),
 //! and the port whose pending bit went from 0 to 1 (keel wakes that domain's vCPUs blocked in
 //! `SCHEDOP_poll` on it, as Xen's `evtchn_check_pollers` does; a masked port still wakes
-//! pollers).
+//! pollers). A guest's `EVTCHNOP_send` on a port whose other end is the hypervisor
+//! ([`crate::PortState::Hypervisor`]) raises nothing in any domain: the [`Notify`] names the
+//! port in [`Notify::to_hypervisor`] instead, for keel to serve (the PV console).
 
 use xen_abi::{DomId, EvtchnPort};
 
@@ -22,17 +24,30 @@ pub struct Notify {
     /// This port's pending bit was set by this operation: wake the domain's vCPUs polling it
     /// (`SCHEDOP_poll`).
     pub pending: Option<EvtchnPort>,
+    /// The guest notified the hypervisor's end of this port of `dom`
+    /// ([`crate::PortState::Hypervisor`]): keel serves whatever it bound the port for.
+    pub to_hypervisor: Option<EvtchnPort>,
 }
 
 impl Notify {
     /// Nothing to do (for domain `dom`).
     pub const fn none(dom: DomId) -> Self {
-        Self { dom, upcall: None, pending: None }
+        Self { dom, upcall: None, pending: None, to_hypervisor: None }
+    }
+
+    /// An upcall for `vcpu` and/or a newly pending `port` of domain `dom`.
+    pub const fn event(dom: DomId, upcall: Option<u32>, pending: Option<EvtchnPort>) -> Self {
+        Self { dom, upcall, pending, to_hypervisor: None }
+    }
+
+    /// The guest of `dom` notified the hypervisor's end of its `port`.
+    pub const fn hypervisor(dom: DomId, port: EvtchnPort) -> Self {
+        Self { dom, upcall: None, pending: None, to_hypervisor: Some(port) }
     }
 
     /// True if there is nothing to do.
     pub const fn is_empty(&self) -> bool {
-        self.upcall.is_none() && self.pending.is_none()
+        self.upcall.is_none() && self.pending.is_none() && self.to_hypervisor.is_none()
     }
 }
 
@@ -51,7 +66,7 @@ impl Raised {
 
     /// As a [`Notify`] for `port` of domain `dom`.
     pub fn notify(self, dom: DomId, port: EvtchnPort) -> Notify {
-        Notify { dom, upcall: self.upcall, pending: self.newly_pending.then_some(port) }
+        Notify::event(dom, self.upcall, self.newly_pending.then_some(port))
     }
 }
 
@@ -63,11 +78,14 @@ mod tests {
     fn none_is_empty_and_raised_maps_fields() {
         assert!(Notify::none(DomId(3)).is_empty());
         let n = Raised { newly_pending: true, upcall: Some(2) }.notify(DomId(3), EvtchnPort(9));
-        assert_eq!(n, Notify { dom: DomId(3), upcall: Some(2), pending: Some(EvtchnPort(9)) });
+        assert_eq!(n, Notify::event(DomId(3), Some(2), Some(EvtchnPort(9))));
         assert!(!n.is_empty());
         let n = Raised { newly_pending: false, upcall: Some(1) }.notify(DomId(3), EvtchnPort(9));
         assert_eq!(n.pending, None);
         assert!(!n.is_empty());
         assert!(Raised::NONE.notify(DomId(1), EvtchnPort(1)).is_empty());
+        let h = Notify::hypervisor(DomId(2), EvtchnPort(4));
+        assert!(!h.is_empty());
+        assert_eq!((h.upcall, h.pending, h.to_hypervisor), (None, None, Some(EvtchnPort(4))));
     }
 }

@@ -1,21 +1,35 @@
-//! keel's console: the serial line, log levels, and the in-memory console ring.
+//! keel's console: the serial line, log levels, the in-memory console ring, and where serial
+//! input goes.
 //!
 //! Every message goes into the console ring (read later by `xl dmesg`, as Xen's conring is);
 //! messages at or above the `loglvl=` threshold also go to the serial line when
 //! `console=com1`. keel's own lines are prefixed `(keel) `, the way Xen prefixes `(XEN) `.
+//!
+//! Serial input belongs to one target at a time: keel, or one domain. Ctrl-A three times in
+//! a row moves it on (keel, then every live domain by id, then keel again), as Xen's
+//! `conswitch` does between Xen and dom0. dom0 reads its input with `CONSOLEIO_read` (and is
+//! told with `VIRQ_CONSOLE`); a domU gets it in its PV console ring (`dom::console`); keel has
+//! no use for input yet and drops it. The UART is polled, without interrupts (keel does not
+//! drive the IO-APIC yet): by CPU 0's [`housekeeping`] every [`INPUT_POLL_NS`] while a domain
+//! lives, and by dom0's `CONSOLEIO_read`. The same poll serves the PV consoles whose guests
+//! wrote without notifying.
 //!
 //! Printing takes a spin lock with interrupts disabled, so an interrupt handler on the same
 //! CPU can never deadlock against an interrupted print. The fatal-error path switches the
 //! console to *emergency* mode: from then on the one CPU reporting the error writes without
 //! the lock, because the lock may be held by a CPU that will never release it.
 
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
+use keel_guest::console::{InputSwitch, InputTarget};
 use spin::Mutex;
 
 use crate::arch::x86::cpu::InterruptGuard;
 use crate::arch::x86::serial::{LineConfig, Parity, Uart};
+use crate::sync::IrqMutex;
 
 /// Size of the console ring (a power of two).
 pub const RING_SIZE: usize = 64 * 1024;
@@ -177,18 +191,189 @@ pub fn poll_input() -> Option<u8> {
     STATE.lock().serial().and_then(|u| u.try_get())
 }
 
-/// Characters typed on the serial line for dom0 (CONSOLEIO_read): whatever the UART holds
-/// now, up to `out.len()` bytes. Returns how many were read.
-pub fn read_input(out: &mut [u8]) -> usize {
+/// How often CPU 0 polls the UART and the PV consoles while a domain lives.
+pub const INPUT_POLL_NS: u64 = 20_000_000;
+
+/// Typed bytes kept for `CONSOLEIO_read` until they are read; more are dropped.
+const HELD_INPUT_MAX: usize = 4096;
+
+/// Bytes taken from the UART per poll at most (its FIFO holds 16; QEMU's may hold more).
+const MAX_INPUT_PER_POLL: usize = 256;
+
+/// Where serial input goes.
+struct Input {
+    switch: InputSwitch,
+    target: InputTarget,
+    /// Typed for a domain without a PV console (dom0), not read yet (`CONSOLEIO_read`).
+    held: VecDeque<u8>,
+    /// The domain `held` is for.
+    held_for: u16,
+}
+
+static INPUT: IrqMutex<Input> = IrqMutex::new(Input {
+    switch: InputSwitch::new(),
+    target: InputTarget::Hypervisor,
+    held: VecDeque::new(),
+    held_for: 0,
+});
+
+/// When CPU 0 next polls (monotonic ns); 0 until the first domain is built.
+static NEXT_POLL: AtomicU64 = AtomicU64::new(0);
+
+/// A CPU is taking bytes from the UART and handing them on: another one leaves it to it, so
+/// that typed bytes reach their target in order.
+static POLLING: AtomicBool = AtomicBool::new(false);
+
+/// Set where serial input goes first (the builder: dom0, else the first domain built; `None`:
+/// keel), say so, and start polling.
+pub fn set_input_target(domid: Option<u16>) {
+    let target = domid.map_or(InputTarget::Hypervisor, InputTarget::Domain);
+    INPUT.lock().target = target;
+    announce(target);
+    if domid.is_some() {
+        NEXT_POLL.store(crate::arch::x86::time::now_ns(), Ordering::Release);
+    }
+}
+
+/// Print the one line saying where input goes now.
+fn announce(target: InputTarget) {
+    let hint = "(type 'CTRL-a' three times to switch input)";
+    match target.domain() {
+        None => log::info!("*** serial input to keel {hint}"),
+        Some(id) => match crate::dom::get(id).filter(|d| !d.name.is_empty()) {
+            Some(d) => log::info!("*** serial input to d{id} ({}) {hint}", d.name),
+            None => log::info!("*** serial input to d{id} {hint}"),
+        },
+    }
+}
+
+/// Domain `id` is gone: what was typed for it goes, and if input went to it, it goes to keel
+/// now.
+pub fn domain_gone(id: u16) {
+    let mut input = INPUT.lock();
+    if input.held_for == id {
+        input.held.clear();
+    }
+    if input.target == InputTarget::Domain(id) {
+        input.target = InputTarget::Hypervisor;
+        drop(input);
+        announce(InputTarget::Hypervisor);
+    }
+}
+
+/// CPU 0's console housekeeping, to call on every pass of its loop: at most every
+/// [`INPUT_POLL_NS`] while a domain lives, take what was typed and serve the PV consoles.
+pub fn housekeeping(now: u64) {
+    let due = NEXT_POLL.load(Ordering::Acquire);
+    if due == 0 || now < due {
+        return;
+    }
+    if crate::dom::count() == 0 {
+        // Nothing to serve until a domain exists again.
+        NEXT_POLL.store(0, Ordering::Release);
+        return;
+    }
+    NEXT_POLL.store(now + INPUT_POLL_NS, Ordering::Release);
+    poll_serial();
+    crate::dom::console::poll_all();
+}
+
+/// When CPU 0 must next run [`housekeeping`] (for the timer it arms before halting), if it
+/// must.
+pub fn next_housekeeping() -> Option<u64> {
+    match NEXT_POLL.load(Ordering::Acquire) {
+        0 => None,
+        t => Some(t),
+    }
+}
+
+/// Take what was typed on the serial line and hand it to its target (through the Ctrl-A
+/// switch).
+fn poll_serial() {
+    if POLLING.swap(true, Ordering::Acquire) {
+        return;
+    }
+    take_and_deliver();
+    POLLING.store(false, Ordering::Release);
+}
+
+fn take_and_deliver() {
+    let mut typed = [0u8; MAX_INPUT_PER_POLL];
     let mut n = 0;
-    while n < out.len() {
+    while n < typed.len() {
         match poll_input() {
             Some(b) => {
-                out[n] = b;
+                typed[n] = b;
                 n += 1;
             }
             None => break,
         }
+    }
+    if n == 0 {
+        return;
+    }
+    // Cut into runs per target (a switch in the middle starts a new run), delivered after
+    // the lock is dropped.
+    let mut runs: Vec<(InputTarget, Vec<u8>)> = Vec::new();
+    {
+        let mut input = INPUT.lock();
+        for &b in &typed[..n] {
+            let target = input.target;
+            let mut deliver = |x: u8| match runs.last_mut() {
+                Some((t, bytes)) if *t == target => bytes.push(x),
+                _ => runs.push((target, alloc::vec![x])),
+            };
+            if input.switch.feed(b, &mut deliver) {
+                let live = crate::dom::all().iter().filter(|d| !d.is_dying()).map(|d| d.id).collect::<Vec<_>>();
+                input.target = input.target.next(live);
+                announce(input.target);
+            }
+        }
+    }
+    for (target, bytes) in runs {
+        deliver(target, &bytes);
+    }
+}
+
+/// Typed `bytes` for `target`: into a domU's PV console ring; for a domain without one
+/// (dom0), held for `CONSOLEIO_read` and announced with `VIRQ_CONSOLE`, as Xen does for dom0.
+fn deliver(target: InputTarget, bytes: &[u8]) {
+    let Some(d) = target.domain().and_then(crate::dom::get) else { return };
+    if crate::dom::console::queue_input(&d, bytes) {
+        return;
+    }
+    {
+        let mut input = INPUT.lock();
+        if input.held_for != d.id {
+            input.held.clear();
+            input.held_for = d.id;
+        }
+        let room = HELD_INPUT_MAX.saturating_sub(input.held.len());
+        input.held.extend(bytes.iter().take(room));
+    }
+    if let Some(v0) = d.vcpus.first() {
+        d.send_virq(xen_abi::event_channel::VIRQ_CONSOLE, v0);
+    }
+}
+
+/// Characters typed on the serial line for dom0 (CONSOLEIO_read): see [`read_input_for`].
+pub fn read_input(out: &mut [u8]) -> usize {
+    read_input_for(0, out)
+}
+
+/// Characters typed on the serial line for domain `domid` through `CONSOLEIO_read`: what is
+/// held for it, after taking what the UART holds now, up to `out.len()` bytes. Returns how
+/// many were read. A domain with a PV console gets its input in its ring instead, so this
+/// finds nothing for it.
+pub fn read_input_for(domid: u16, out: &mut [u8]) -> usize {
+    poll_serial();
+    let mut input = INPUT.lock();
+    if input.held_for != domid {
+        return 0;
+    }
+    let n = out.len().min(input.held.len());
+    for (o, b) in out.iter_mut().zip(input.held.drain(..n)) {
+        *o = b;
     }
     n
 }

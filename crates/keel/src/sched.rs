@@ -135,6 +135,7 @@ pub fn cpu_loop(me: &'static PerCpu) -> ! {
         let now = time::now_ns();
         if me.index == 0 {
             crate::timers::expire(now);
+            crate::console::housekeeping(now);
             if dom::reap() > 0 && dom::count() == 0 && dom::EVER_CREATED.load(Ordering::Acquire) {
                 crate::all_domains_gone();
             }
@@ -174,7 +175,8 @@ fn idle(me: &'static PerCpu, until: Option<u64>) {
     // Interrupts off before the timer is armed: if it fires before HLT, it stays pending and
     // ends the HLT at once rather than being taken here and leaving this CPU asleep.
     x86_64::instructions::interrupts::disable();
-    let next = [until, crate::timers::earliest_for(me.index), retry].into_iter().flatten().min();
+    let console = if me.index == 0 { crate::console::next_housekeeping() } else { None };
+    let next = [until, crate::timers::earliest_for(me.index), retry, console].into_iter().flatten().min();
     apic::timer_oneshot(next.map_or(0, |n| n.saturating_sub(time::now_ns()).max(1_000)));
     if !me.need_resched.load(Ordering::Acquire) {
         cpu::wait_for_interrupt();

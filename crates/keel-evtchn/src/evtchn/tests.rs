@@ -183,7 +183,7 @@ fn bind_interdomain_two_domains() {
         assert_eq!(binding(&a, pa), EvtchnBinding::Interdomain { dom: B, port: pb });
         assert_eq!(binding(&b, pb), EvtchnBinding::Interdomain { dom: A, port: pa });
         // The local end is set pending: notifications to the unbound port were dropped.
-        assert_eq!(notify, Notify { dom: B, upcall: Some(0), pending: Some(pb) });
+        assert_eq!(notify, Notify::event(B, Some(0), Some(pb)));
         assert!(gb.is_pending(pb.0));
         assert!(!ga.is_pending(pa.0));
         assert_eq!(a.peer_domains(), vec![B]);
@@ -233,15 +233,15 @@ fn loopback_channel() {
         open(&g, p1);
         open(&g, p(2));
         let (p2, n) = d.bind_interdomain(Peer::Same, p1).unwrap();
-        assert_eq!(n, Notify { dom: A, upcall: Some(0), pending: Some(p2) });
+        assert_eq!(n, Notify::event(A, Some(0), Some(p2)));
         assert_eq!(binding(&d, p1), EvtchnBinding::Interdomain { dom: A, port: p2 });
         assert_eq!(binding(&d, p2), EvtchnBinding::Interdomain { dom: A, port: p1 });
         assert!(d.peer_domains().is_empty());
         assert_eq!(g.upcall(0, |_| true).unwrap(), vec![p2.0]);
         let n = d.send(p2, Peer::Same).unwrap();
-        assert_eq!(n, Notify { dom: A, upcall: Some(0), pending: Some(p1) });
+        assert_eq!(n, Notify::event(A, Some(0), Some(p1)));
         let n = d.send(p1, Peer::Same).unwrap();
-        assert_eq!(n, Notify { dom: A, upcall: None, pending: Some(p2) }, "upcall flag still set");
+        assert_eq!(n, Notify::event(A, None, Some(p2)), "upcall flag still set");
         let mut seen = g.upcall(0, |_| true).unwrap();
         seen.sort();
         assert_eq!(seen, vec![p1.0, p2.0]);
@@ -302,7 +302,7 @@ fn bind_ipi_and_send() {
         open(&g, ipi);
         assert_eq!(d.status(ipi), Ok(PortStatus { binding: EvtchnBinding::Ipi, vcpu: 1 }));
         let n = d.send(ipi, Peer::Same).unwrap();
-        assert_eq!(n, Notify { dom: A, upcall: Some(1), pending: Some(ipi) });
+        assert_eq!(n, Notify::event(A, Some(1), Some(ipi)));
         assert_eq!(d.is_pending(ipi), Ok(true));
         // Coalesced while pending.
         assert_eq!(d.send(ipi, Peer::Same), Ok(Notify::none(A)));
@@ -370,10 +370,10 @@ fn send_errors_and_peers() {
     assert_eq!(a.send(pa, Peer::Same), Err(Error::NeedPeer(B)));
     assert!(!gb.is_pending(pb.0));
     let n = a.send(pa, Peer::Other(&mut b)).unwrap();
-    assert_eq!(n, Notify { dom: B, upcall: Some(0), pending: Some(pb) });
+    assert_eq!(n, Notify::event(B, Some(0), Some(pb)));
     assert_eq!(gb.upcall(0, |_| true).unwrap(), vec![pb.0]);
     let n = b.send(pb, Peer::Other(&mut a)).unwrap();
-    assert_eq!(n, Notify { dom: A, upcall: Some(0), pending: Some(pa) });
+    assert_eq!(n, Notify::event(A, Some(0), Some(pa)));
 }
 
 #[test]
@@ -426,7 +426,7 @@ fn bind_vcpu_moves_delivery_two_level() {
     let n = a.send(pa, Peer::Other(&mut b)).unwrap();
     assert_eq!(n.upcall, Some(0));
     let n = b.bind_vcpu(pb, 1).unwrap();
-    assert_eq!(n, Notify { dom: B, upcall: Some(1), pending: None });
+    assert_eq!(n, Notify::event(B, Some(1), None));
     assert_eq!(gb.upcall(0, |port| port != pb.0).unwrap(), Vec::<u32>::new());
     assert_eq!(gb.upcall(1, |port| port == pb.0).unwrap(), vec![pb.0]);
 
@@ -436,7 +436,7 @@ fn bind_vcpu_moves_delivery_two_level() {
     assert_eq!(b.bind_vcpu(pb, 0), Ok(Notify::none(B)));
     let mut unmasked = None;
     gb.unmask(pb.0, |port| unmasked = Some(b.unmask(port).unwrap()));
-    assert_eq!(unmasked, Some(Notify { dom: B, upcall: Some(0), pending: None }));
+    assert_eq!(unmasked, Some(Notify::event(B, Some(0), None)));
     assert_eq!(gb.upcall(0, |port| port == pb.0).unwrap(), vec![pb.0]);
     // Same vCPU: nothing to re-announce.
     assert_eq!(b.bind_vcpu(pb, 0), Ok(Notify::none(B)));
@@ -449,7 +449,7 @@ fn bind_vcpu_moves_delivery_fifo() {
     let (pa, pb) = connect(&mut a, &ga, &mut b, &mut gb);
     let _ = b.bind_vcpu(pb, 1).unwrap();
     let n = a.send(pa, Peer::Other(&mut b)).unwrap();
-    assert_eq!(n, Notify { dom: B, upcall: Some(1), pending: Some(pb) });
+    assert_eq!(n, Notify::event(B, Some(1), Some(pb)));
     assert_eq!(gb.upcall(0, |_| true).unwrap(), Vec::<u32>::new());
     assert_eq!(gb.upcall(1, |_| true).unwrap(), vec![pb.0]);
 
@@ -471,10 +471,10 @@ fn unmask_two_level() {
     let ipi = d.bind_ipi(1).unwrap();
     g.mask(ipi.0);
     let n = d.send(ipi, Peer::Same).unwrap();
-    assert_eq!(n, Notify { dom: A, upcall: None, pending: Some(ipi) }, "masked: pending, no upcall");
+    assert_eq!(n, Notify::event(A, None, Some(ipi)), "masked: pending, no upcall");
     assert_eq!(g.upcall(1, |_| true).unwrap(), Vec::<u32>::new());
     let n = d.unmask(ipi).unwrap();
-    assert_eq!(n, Notify { dom: A, upcall: Some(1), pending: None });
+    assert_eq!(n, Notify::event(A, Some(1), None));
     assert!(!g.is_masked(ipi.0));
     assert_eq!(g.upcall(1, |_| true).unwrap(), vec![ipi.0]);
 }
@@ -485,12 +485,12 @@ fn unmask_fifo() {
     let ipi = d.bind_ipi(1).unwrap();
     assert!(g.is_masked(ipi.0), "Linux's pages start masked");
     let n = d.send(ipi, Peer::Same).unwrap();
-    assert_eq!(n, Notify { dom: A, upcall: None, pending: Some(ipi) });
+    assert_eq!(n, Notify::event(A, None, Some(ipi)));
     assert_eq!(g.word(ipi.0).unwrap().load(std::sync::atomic::Ordering::SeqCst), PENDING | MASKED);
     let mut hypercalls = 0;
     g.unmask(ipi.0, |port| {
         hypercalls += 1;
-        assert_eq!(d.unmask(port), Ok(Notify { dom: A, upcall: Some(1), pending: None }));
+        assert_eq!(d.unmask(port), Ok(Notify::event(A, Some(1), None)));
     });
     assert_eq!(hypercalls, 1);
     assert_eq!(g.upcall(1, |_| true).unwrap(), vec![ipi.0]);
@@ -636,13 +636,7 @@ fn switch_to_fifo_carries_pending_ports_over() {
     g.array.push(page.clone());
     let mut notes = d.expand_array(move || Ok(page)).unwrap();
     notes.sort_by_key(|n| n.upcall);
-    assert_eq!(
-        notes,
-        vec![
-            Notify { dom: A, upcall: Some(0), pending: Some(a) },
-            Notify { dom: A, upcall: Some(1), pending: Some(b) },
-        ]
-    );
+    assert_eq!(notes, vec![Notify::event(A, Some(0), Some(a)), Notify::event(A, Some(1), Some(b)),]);
     assert_eq!(g.upcall(0, |_| true).unwrap(), vec![a.0]);
     assert_eq!(g.upcall(1, |_| true).unwrap(), vec![b.0]);
     assert_eq!(d.is_pending(c), Ok(false));
@@ -669,7 +663,7 @@ fn fifo_events_beyond_the_array_wait_for_their_page() {
     let page = FakePage::new();
     g.array.push(page.clone());
     let notes = d.expand_array(move || Ok(page)).unwrap();
-    assert_eq!(notes, vec![Notify { dom: A, upcall: Some(0), pending: Some(far) }]);
+    assert_eq!(notes, vec![Notify::event(A, Some(0), Some(far))]);
     assert_eq!(g.upcall(0, |_| true).unwrap(), vec![far.0]);
 }
 
@@ -726,11 +720,11 @@ fn send_virq() {
         let exc = d.bind_virq(VIRQ_DOM_EXC, 0).unwrap();
         open(&g, t1);
         open(&g, exc);
-        assert_eq!(d.send_virq(VIRQ_TIMER, 1), Notify { dom: A, upcall: Some(1), pending: Some(t1) });
+        assert_eq!(d.send_virq(VIRQ_TIMER, 1), Notify::event(A, Some(1), Some(t1)));
         assert_eq!(d.send_virq(VIRQ_TIMER, 0), Notify::none(A));
         // Global: bound on vCPU 0, moved to vCPU 1; the vCPU argument is ignored.
         let _ = d.bind_vcpu(exc, 1).unwrap();
-        assert_eq!(d.send_virq(VIRQ_DOM_EXC, 0), Notify { dom: A, upcall: None, pending: Some(exc) });
+        assert_eq!(d.send_virq(VIRQ_DOM_EXC, 0), Notify::event(A, None, Some(exc)));
         let mut seen = g.upcall(1, |_| true).unwrap();
         seen.sort();
         assert_eq!(seen, vec![t1.0, exc.0]);
@@ -743,7 +737,7 @@ fn vcpu_without_vcpu_info_keeps_events_pending() {
     // Two vCPUs, but only vCPU 0 has a vcpu_info.
     let mut d: TestEvtchn = Evtchn::new(A, 2, 100, FakeShared::new(1));
     let ipi = d.bind_ipi(1).unwrap();
-    assert_eq!(d.send(ipi, Peer::Same), Ok(Notify { dom: A, upcall: None, pending: Some(ipi) }));
+    assert_eq!(d.send(ipi, Peer::Same), Ok(Notify::event(A, None, Some(ipi))));
     assert_eq!(d.is_pending(ipi), Ok(true));
 }
 
@@ -791,7 +785,7 @@ fn reset_from_fifo_leaves_clean_two_level_state() {
     assert_eq!(g.shared.0.vcpus[0].sel.load(SeqCst), 0);
     // The re-bound port delivers its first event.
     assert_eq!(d.bind_ipi(0), Ok(ipi));
-    assert_eq!(d.send(ipi, Peer::Same), Ok(Notify { dom: A, upcall: Some(0), pending: Some(ipi) }));
+    assert_eq!(d.send(ipi, Peer::Same), Ok(Notify::event(A, Some(0), Some(ipi))));
     assert_eq!(g.upcall(0, |_| true).unwrap(), vec![ipi.0]);
 }
 
@@ -807,4 +801,121 @@ fn reset_in_two_level_keeps_guest_words() {
     assert_eq!(g.shared.0.pending[0].load(SeqCst), 0);
     assert_eq!(g.shared.0.pending[1].load(SeqCst), 0b100);
     assert_eq!(g.shared.0.vcpus[0].sel.load(SeqCst), 1);
+}
+
+#[test]
+fn hypervisor_port_status_send_and_raise() {
+    for_both_abis(|fifo| {
+        let (mut d, mut g) = fresh(A, fifo);
+        let con = d.bind_hypervisor().unwrap();
+        assert_eq!(con, p(1));
+        assert_eq!(d.active_ports(), 1);
+        // What the guest sees: an interdomain channel with dom0, as with xenconsoled.
+        let want = EvtchnBinding::Interdomain { dom: DomId(0), port: con };
+        assert_eq!(d.status(con), Ok(PortStatus { binding: want, vcpu: 0 }));
+        assert_eq!(d.peer_domains(), Vec::<DomId>::new(), "no peer domain to lock");
+        // The guest's send reaches keel only: nothing pending anywhere.
+        assert_eq!(d.send(con, Peer::Same), Ok(Notify::hypervisor(A, con)));
+        assert_eq!(d.is_pending(con), Ok(false));
+        // keel raises it like a VIRQ, on its notify vCPU.
+        open(&g, con);
+        assert_eq!(d.raise_hypervisor(con), Notify::event(A, Some(0), Some(con)));
+        assert_eq!(d.raise_hypervisor(con), Notify::none(A), "coalesced while pending");
+        assert_eq!(g.upcall(0, |_| true).unwrap(), vec![con.0]);
+        // Movable like an interdomain port.
+        let _ = d.bind_vcpu(con, 1).unwrap();
+        assert_eq!(d.status(con).unwrap().vcpu, 1);
+        assert_eq!(d.raise_hypervisor(con), Notify::event(A, Some(1), Some(con)));
+        assert_eq!(g.upcall(1, |_| true).unwrap(), vec![con.0]);
+        // Other ports are not keel's to raise.
+        let ipi = d.bind_ipi(0).unwrap();
+        assert_eq!(d.raise_hypervisor(ipi), Notify::none(A));
+        assert_eq!(d.raise_hypervisor(p(40)), Notify::none(A));
+        assert_eq!(d.raise_hypervisor(p(4000)), Notify::none(A));
+        assert_eq!(d.release_hypervisor(ipi), Err(Errno::EINVAL));
+        assert_eq!(d.release_hypervisor(p(4000)), Err(Errno::EINVAL));
+    });
+}
+
+#[test]
+fn closed_hypervisor_port_is_held_until_released() {
+    for_both_abis(|fifo| {
+        let (mut d, g) = fresh(A, fifo);
+        let con = d.bind_hypervisor().unwrap();
+        g.mask(con.0);
+        let _ = d.raise_hypervisor(con);
+        assert_eq!(d.is_pending(con), Ok(true));
+        d.close(con, Peer::Same).unwrap();
+        // Closed for the guest...
+        assert_eq!(d.status(con), Ok(PortStatus { binding: EvtchnBinding::Closed, vcpu: 0 }));
+        assert_eq!(d.close(con, Peer::Same), Err(Errno::EINVAL.into()));
+        assert_eq!(d.send(con, Peer::Same), Err(Errno::EINVAL.into()));
+        assert_eq!(d.is_pending(con), Err(Errno::EINVAL));
+        assert_eq!(d.bind_vcpu(con, 1), Err(Errno::EINVAL));
+        assert!(!g.is_pending(con.0), "closing cleared the pending bit");
+        assert_eq!(d.raise_hypervisor(con), Notify::none(A));
+        assert_eq!(d.ports().count(), 0);
+        // ...but never given to another binding while keel holds it.
+        assert_eq!(d.bind_ipi(0), Ok(p(2)));
+        assert_eq!(d.active_ports(), 2);
+        // keel lets go: the number is free again.
+        assert_eq!(d.release_hypervisor(con), Ok(()));
+        assert_eq!(d.release_hypervisor(con), Err(Errno::EINVAL));
+        assert_eq!(d.active_ports(), 1);
+        assert_eq!(d.bind_ipi(0), Ok(con));
+    });
+}
+
+#[test]
+fn released_hypervisor_port_is_left_unbound_for_dom0() {
+    let (mut d, _) = fresh(A, false);
+    let con = d.bind_hypervisor().unwrap();
+    assert_eq!(d.release_hypervisor(con), Ok(()));
+    assert_eq!(binding(&d, con), EvtchnBinding::Unbound { remote_dom: DomId(0) });
+    assert_eq!(d.send(con, Peer::Same), Ok(Notify::none(A)));
+    d.close(con, Peer::Same).unwrap();
+    assert_eq!(d.active_ports(), 0);
+    assert_eq!(d.bind_ipi(0), Ok(con));
+}
+
+#[test]
+fn reset_leaves_hypervisor_ports_connected() {
+    for_both_abis(|fifo| {
+        let (mut d, mut g) = fresh(A, fifo);
+        let _ipi = d.bind_ipi(0).unwrap();
+        let con = d.bind_hypervisor().unwrap();
+        let held = d.bind_hypervisor().unwrap();
+        d.close(held, Peer::Same).unwrap();
+        g.mask(con.0);
+        let _ = d.raise_hypervisor(con);
+        assert_eq!(d.reset(Peer::Same), Ok(()));
+        if fifo {
+            g.back_to_two_level();
+        }
+        let want = EvtchnBinding::Interdomain { dom: DomId(0), port: con };
+        assert_eq!(binding(&d, con), want, "keel's console stays connected");
+        assert_eq!(binding(&d, held), EvtchnBinding::Closed);
+        assert_eq!(d.active_ports(), 2);
+        // Leaving FIFO drops every pending event; staying on 2-level keeps it.
+        assert_eq!(d.is_pending(con), Ok(!fifo));
+        assert_eq!(d.bind_ipi(0), Ok(p(1)));
+        assert_eq!(d.bind_ipi(0), Ok(p(4)), "neither hypervisor port is reused");
+        assert_eq!(d.send(con, Peer::Same), Ok(Notify::hypervisor(A, con)));
+        // Still served: unmasking delivers what is pending, keel raises it again.
+        g.unmask(con.0, |port| {
+            let _ = d.unmask(port).unwrap();
+        });
+        let seen = g.upcall(0, |_| true).unwrap();
+        assert_eq!(seen, if fifo { vec![] } else { vec![con.0] });
+        assert_eq!(d.raise_hypervisor(con), Notify::event(A, Some(0), Some(con)));
+        assert_eq!(g.upcall(0, |_| true).unwrap(), vec![con.0]);
+    });
+}
+
+#[test]
+fn hypervisor_port_needs_a_free_port() {
+    let (mut d, _) = domain(A.0, 1, 2);
+    assert_eq!(d.bind_hypervisor(), Ok(p(1)));
+    assert_eq!(d.bind_hypervisor(), Ok(p(2)));
+    assert_eq!(d.bind_hypervisor(), Err(Errno::ENOSPC));
 }

@@ -2,7 +2,9 @@
 //! dom0less; see `keel_boot::domains` for the syntax), as Xen builds a PVH guest: the kernel
 //! (ELF, or a Debian bzImage unwrapped and decompressed here) loaded at its physical
 //! addresses, the initrd, `hvm_start_info`, the memory map and a minimal ACPI set, and vCPU 0
-//! at the PVH entry point.
+//! at the PVH entry point. Every domain but dom0 also gets the PV console a toolstack would
+//! set up (`dom::console`: keel is its backend), and serial input goes to dom0, or else to the
+//! first domain built.
 
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
@@ -87,6 +89,8 @@ pub fn build_boot_domains() -> usize {
             Err(e) => log::error!("boot: cannot build the domain of module {}: {e}", plan.kernel),
         }
     }
+    let input = built.iter().find(|d| d.id == 0).or(built.first());
+    crate::console::set_input_target(input.map(|d| d.id));
     for d in &built {
         d.unpause();
         d.vcpus[0].start();
@@ -156,6 +160,15 @@ fn build_one(plan: &BootDomain<'_>) -> Result<Arc<Domain>, BuildError> {
         return Err(e);
     }
     d.set_special_pages(layout.special_pfn_base);
+    // Xen's toolstack gives a domU its console ring in a special page; dom0 uses console_io.
+    if !plan.dom0 {
+        let gfn = layout.special_gfn(keel_loader::SPECIAL_PAGE_CONSOLE);
+        match gfn.map(|gfn| super::console::attach(&d, gfn)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => log::warn!("d{}: no PV console: {e:?}", d.id),
+            None => log::warn!("d{}: no PV console: no special page for it", d.id),
+        }
+    }
     d.set_memory_map(
         layout
             .memmap

@@ -1,6 +1,7 @@
 //! Event channels, keel's side of `keel-evtchn`: where a domain's shared event words live,
 //! the locking of one or two domains' channel tables, and what keel does after an operation
-//! (raise a vCPU's upcall, wake vCPUs polling a port).
+//! (raise a vCPU's upcall, wake vCPUs polling a port, serve a device whose other end is keel
+//! itself: the PV console).
 //!
 //! Locking: a domain's event-channel lock comes before its vCPUs' locks and any memory lock;
 //! when two domains' tables are needed they are taken in domid order.
@@ -90,7 +91,9 @@ impl keel_evtchn::GuestPage for PinnedPage {
 pub const ANY_PORT: u32 = u32::MAX;
 
 /// Do what an operation's `Notify` asks: raise the upcall of a vCPU, wake the vCPUs polling
-/// the port. `d` is the domain the notify names, if the caller has it at hand.
+/// the port, serve the backend keel runs behind a port whose other end is keel (the guest
+/// notified its PV console). `d` is the domain the notify names, if the caller has it at
+/// hand. Called with no event-channel lock held.
 pub fn act(notify: Notify, d: Option<&Arc<Domain>>) {
     if notify.is_empty() {
         return;
@@ -113,6 +116,12 @@ pub fn act(notify: Notify, d: Option<&Arc<Domain>>) {
             if polled == ANY_PORT || (polled != 0 && polled == port.0) {
                 v.kick();
             }
+        }
+    }
+    if let Some(port) = notify.to_hypervisor {
+        // The console is the only backend keel serves itself so far.
+        if d.pvconsole.lock().as_ref().is_some_and(|c| c.port() == port) {
+            super::console::service(d);
         }
     }
 }

@@ -14,6 +14,7 @@
 //! it; every other domain and keel itself go on.
 
 pub mod builder;
+pub mod console;
 pub mod events;
 pub mod exits;
 pub mod grant;
@@ -159,6 +160,8 @@ pub struct Domain {
     pub hypercall_page: AtomicU64,
     /// Characters written to the console not yet ended by a newline.
     pub console_line: IrqMutex<String>,
+    /// Its PV console, if keel serves one for it (domains built at boot, except dom0).
+    pub pvconsole: IrqMutex<Option<console::PvConsole>>,
     /// Monotonic time at creation.
     pub created_ns: u64,
     /// The shared_info page (keel's frame, mapped into the guest where it asks).
@@ -500,6 +503,7 @@ pub fn create(id: Option<DomId>, cfg: &DomainConfig) -> Result<Arc<Domain>, Crea
         watchdogs: IrqMutex::new([None; WATCHDOGS]),
         hypercall_page: AtomicU64::new(0),
         console_line: IrqMutex::new(String::new()),
+        pvconsole: IrqMutex::new(None),
         created_ns: crate::arch::x86::time::now_ns(),
         shared_info,
         shared_info_gfn: IrqMutex::new(None),
@@ -576,6 +580,8 @@ pub fn reap() -> usize {
 /// Remove a stopped domain and return everything it owned.
 fn destroy(d: &Arc<Domain>, runtime_ns: u64) {
     DOMAINS.lock().remove(&d.id);
+    console::detach(d);
+    crate::console::domain_gone(d.id);
     let pages = d.mem.destroy();
     notify_dom_exc(d.id);
     log::info!(

@@ -477,6 +477,7 @@ impl Vcpu {
             // CPU 0 keeps the timers of blocked vCPUs; it may run a guest for a long time.
             if cpu.index == 0 {
                 crate::timers::expire(now);
+                crate::console::housekeeping(now);
             }
             // From here to VMRUN, interrupts are off: a kick or timer that arrives now stays
             // pending and makes the guest exit at once, instead of being taken here while the
@@ -497,7 +498,8 @@ impl Vcpu {
             }
             // Arm the CPU's timer for whatever comes first: the slice end, the vCPU's timers,
             // or (on CPU 0) the earliest timer of a blocked vCPU.
-            let next = [until, timer, crate::timers::earliest_for(cpu.index)].into_iter().flatten().min();
+            let console = if cpu.index == 0 { crate::console::next_housekeeping() } else { None };
+            let next = [until, timer, crate::timers::earliest_for(cpu.index), console].into_iter().flatten().min();
             apic::timer_oneshot(next.map_or(0, |n| n.saturating_sub(now).max(1_000)));
             let exit = hw.cpu.run(cpu.index, svm);
             self.exits.fetch_add(1, Ordering::Release);

@@ -52,7 +52,9 @@ pub fn event_channel_op(c: &mut Call<'_>, cmd: u32, arg: Gva) -> HcResult {
         EVTCHNOP_SEND => {
             let op: EvtchnSend = c.read(arg)?;
             let notify = with_peer(&d, |ch, peer| ch.send(op.port, peer))?;
-            events::act(notify, None);
+            // The remote domain's upcall, or (a port whose other end is keel) the backend
+            // keel serves for this domain: its PV console.
+            events::act(notify, Some(&d));
         }
         EVTCHNOP_STATUS => {
             let mut op: EvtchnStatus = c.read(arg)?;
