@@ -75,8 +75,9 @@ impl Reg {
         Reg::R15,
     ];
 
-    /// The 64-bit register with encoding number `n` (only the low four bits are used).
-    const fn gpr(n: u8) -> Reg {
+    /// The 64-bit register with encoding number `n` (only the low four bits are used): the
+    /// inverse of [`Reg::index`] for the 64-bit registers.
+    pub const fn gpr(n: u8) -> Reg {
         Self::GPRS[(n & 15) as usize]
     }
 

@@ -297,14 +297,14 @@ fn wrmsr(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw) -> Next {
             let host = crate::arch::x86::cpu::rdtsc();
             hw.cpu.vmcb_mut().set_tsc_offset(value.wrapping_sub(host));
         }
-        Write::Owned(Owner::ApicBase) => match v.vlapic.lock().write_apic_base(value) {
-            Ok(actions) => {
-                if actions.became_enabled {
-                    v.kick();
-                }
+        Write::Owned(Owner::ApicBase) => {
+            // The vLAPIC's lock is released before its actions run (they may raise vectors).
+            let result = v.vlapic.lock().write_apic_base(value);
+            match result {
+                Ok(actions) => apic_actions(v, d, actions),
+                Err(_) => return gp(hw),
             }
-            Err(_) => return gp(hw),
-        },
+        }
         Write::Owned(Owner::X2apic) => {
             let result = v.vlapic.lock().msr_write(msr, value, time::now_ns());
             match result {
@@ -396,7 +396,7 @@ fn lapic_mmio(v: &Arc<Vcpu>, d: &Arc<Domain>, hw: &mut Hw, gpa: u64, write: bool
             }
         }
         MmioOp::Store { size, .. } if write => {
-            let Some(value) = insn.op.store_data(|i| get_reg(hw, reg_at(i))) else {
+            let Some(value) = insn.op.store_data(|i| get_reg(hw, Reg::gpr(i as u8))) else {
                 return crash(v, d, hw, format_args!("unsupported local APIC store at {gpa:#x}"));
             };
             // APIC registers are 32 bits wide, 16-byte aligned, and written as a whole.
@@ -436,29 +436,6 @@ pub fn get_reg(hw: &Hw, r: Reg) -> u64 {
         Reg::Dh => (g.rdx >> 8) & 0xff,
         Reg::Bh => (g.rbx >> 8) & 0xff,
     }
-}
-
-/// The register with encoding index `i` (0 = RAX ... 15 = R15).
-fn reg_at(i: usize) -> Reg {
-    const REGS: [Reg; 16] = [
-        Reg::Rax,
-        Reg::Rcx,
-        Reg::Rdx,
-        Reg::Rbx,
-        Reg::Rsp,
-        Reg::Rbp,
-        Reg::Rsi,
-        Reg::Rdi,
-        Reg::R8,
-        Reg::R9,
-        Reg::R10,
-        Reg::R11,
-        Reg::R12,
-        Reg::R13,
-        Reg::R14,
-        Reg::R15,
-    ];
-    REGS[i & 15]
 }
 
 /// Write a register's full new value (the decoder already applied x86's merge rules).

@@ -7,8 +7,11 @@ use core::sync::atomic::Ordering;
 use xen_abi::errno::Errno;
 use xen_abi::hvm::*;
 
+use alloc::sync::Arc;
+
 use super::{Call, Gva, HcResult, Outcome};
 use crate::arch::x86::time;
+use crate::dom::Domain;
 
 /// `hvm_op(op, arg)`.
 pub fn hvm_op(c: &mut Call<'_>, op: u64, arg: Gva) -> HcResult {
@@ -28,25 +31,7 @@ pub fn hvm_op(c: &mut Call<'_>, op: u64, arg: Gva) -> HcResult {
             Ok(Outcome::Ret(0))
         }
         o if o == HVMOP_SET_PARAM as u64 => {
-            let a: XenHvmParam = c.read(arg)?;
-            if a.index >= HVM_NR_PARAMS {
-                return Err(Errno::EINVAL);
-            }
-            let d = super::target_domain(c, a.domid)?;
-            let own = d.id == c.domain.id;
-            match a.index {
-                HVM_PARAM_CALLBACK_IRQ
-                | HVM_PARAM_VM86_TSS
-                | HVM_PARAM_VM86_TSS_SIZED
-                | HVM_PARAM_ACPI_IOPORTS_LOCATION
-                | HVM_PARAM_VM_GENERATION_ID_ADDR
-                | HVM_PARAM_STORE_EVTCHN
-                | HVM_PARAM_CONSOLE_EVTCHN
-                | HVM_PARAM_X87_FIP_WIDTH => {}
-                i if deprecated(i) => return Err(Errno::EINVAL),
-                _ if own => return Err(Errno::EPERM),
-                _ => {}
-            }
+            let (a, d) = param_target(c, arg, GUEST_SETTABLE)?;
             let value = match a.index {
                 HVM_PARAM_X87_FIP_WIDTH if ![0, 4, 8].contains(&a.value) => return Err(Errno::EINVAL),
                 HVM_PARAM_TIMER_MODE if a.value > HVMPTM_ONE_MISSED_TICK_PENDING => return Err(Errno::EINVAL),
@@ -61,28 +46,7 @@ pub fn hvm_op(c: &mut Call<'_>, op: u64, arg: Gva) -> HcResult {
             Ok(Outcome::Ret(0))
         }
         o if o == HVMOP_GET_PARAM as u64 => {
-            let mut a: XenHvmParam = c.read(arg)?;
-            if a.index >= HVM_NR_PARAMS {
-                return Err(Errno::EINVAL);
-            }
-            let d = super::target_domain(c, a.domid)?;
-            let own = d.id == c.domain.id;
-            match a.index {
-                HVM_PARAM_CALLBACK_IRQ
-                | HVM_PARAM_VM86_TSS
-                | HVM_PARAM_VM86_TSS_SIZED
-                | HVM_PARAM_ACPI_IOPORTS_LOCATION
-                | HVM_PARAM_VM_GENERATION_ID_ADDR
-                | HVM_PARAM_STORE_PFN
-                | HVM_PARAM_STORE_EVTCHN
-                | HVM_PARAM_CONSOLE_PFN
-                | HVM_PARAM_CONSOLE_EVTCHN
-                | HVM_PARAM_ALTP2M
-                | HVM_PARAM_X87_FIP_WIDTH => {}
-                i if deprecated(i) => return Err(Errno::EINVAL),
-                _ if own => return Err(Errno::EPERM),
-                _ => {}
-            }
+            let (mut a, d) = param_target(c, arg, GUEST_READABLE)?;
             a.value = d.params.lock()[a.index as usize];
             c.write(arg, &a)?;
             Ok(Outcome::Ret(0))
@@ -116,6 +80,54 @@ pub fn hvm_op(c: &mut Call<'_>, op: u64, arg: Gva) -> HcResult {
 }
 
 /// Parameters Xen 4.17 no longer supports (-EINVAL to get and set).
+/// The parameters a domain may set on itself (Xen 4.17's `hvm_allow_set_param`); the rest
+/// are the toolstack's.
+const GUEST_SETTABLE: &[u32] = &[
+    HVM_PARAM_CALLBACK_IRQ,
+    HVM_PARAM_VM86_TSS,
+    HVM_PARAM_VM86_TSS_SIZED,
+    HVM_PARAM_ACPI_IOPORTS_LOCATION,
+    HVM_PARAM_VM_GENERATION_ID_ADDR,
+    HVM_PARAM_STORE_EVTCHN,
+    HVM_PARAM_CONSOLE_EVTCHN,
+    HVM_PARAM_X87_FIP_WIDTH,
+];
+
+/// The parameters a domain may read of itself (Xen 4.17's `hvm_allow_get_param`).
+const GUEST_READABLE: &[u32] = &[
+    HVM_PARAM_CALLBACK_IRQ,
+    HVM_PARAM_VM86_TSS,
+    HVM_PARAM_VM86_TSS_SIZED,
+    HVM_PARAM_ACPI_IOPORTS_LOCATION,
+    HVM_PARAM_VM_GENERATION_ID_ADDR,
+    HVM_PARAM_STORE_PFN,
+    HVM_PARAM_STORE_EVTCHN,
+    HVM_PARAM_CONSOLE_PFN,
+    HVM_PARAM_CONSOLE_EVTCHN,
+    HVM_PARAM_ALTP2M,
+    HVM_PARAM_X87_FIP_WIDTH,
+];
+
+/// Read a set/get_param argument and find its domain, with Xen's checks in Xen's order: the
+/// index, the domain, then the access (`guest_ok` lists what a domain may do to itself;
+/// deprecated parameters are -EINVAL for everyone).
+fn param_target(c: &Call<'_>, arg: Gva, guest_ok: &[u32]) -> Result<(XenHvmParam, Arc<Domain>), Errno> {
+    let a: XenHvmParam = c.read(arg)?;
+    if a.index >= HVM_NR_PARAMS {
+        return Err(Errno::EINVAL);
+    }
+    let d = super::target_domain(c, a.domid)?;
+    if !guest_ok.contains(&a.index) {
+        if deprecated(a.index) {
+            return Err(Errno::EINVAL);
+        }
+        if d.id == c.domain.id {
+            return Err(Errno::EPERM);
+        }
+    }
+    Ok((a, d))
+}
+
 fn deprecated(index: u32) -> bool {
     matches!(
         index,
